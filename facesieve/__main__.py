@@ -1,0 +1,5 @@
+import sys
+
+from facesieve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,36 @@
+"""Top-level entry point: ``facesieve.load(name) -> Detector``."""
+from __future__ import annotations
+
+import importlib
+
+from facesieve.detectors.base import Detector
+
+DEFAULT_MODEL = "retinaface-mnet025"
+
+# model name -> (module, factory). A factory has the signature
+#   build(name: str, weights: str | None, device: str, **options) -> Detector
+_FACTORIES: dict[str, tuple[str, str]] = {
+    "retinaface-mnet025": ("facesieve.detectors.retinaface", "build"),
+    "retinaface-r50": ("facesieve.detectors.retinaface", "build"),
+    "mtcnn": ("facesieve.detectors.mtcnn", "build"),
+}
+
+
+def available_models() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def load(name: str = DEFAULT_MODEL, weights: str | None = None, device: str = "cpu", **options) -> Detector:
+    """Build a detector.
+
+    name: model name (see ``available_models()``); picks architecture and default weights.
+    weights: optional checkpoint path or http(s) URL overriding the default weights.
+    device: torch device ("cpu", "cuda", "cuda:1").
+    options: model-specific settings (e.g. score_threshold, nms_threshold, backend).
+    """
+    try:
+        module_name, attr = _FACTORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(name, weights=weights, device=device, **options)

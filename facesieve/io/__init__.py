@@ -1,0 +1,13 @@
+"""Image and file I/O: robust image loading and atomic writes."""
+from facesieve.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from facesieve.io.images import ImageError, ImageInput, load_image, to_rgb_uint8
+
+__all__ = [
+    "ImageError",
+    "ImageInput",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_image",
+    "to_rgb_uint8",
+]
