@@ -1,0 +1,303 @@
+"""`facesieve detect PATH...`: detect faces in images, write annotated images and JSON.
+
+Outputs in --out (every file written atomically: temp file + rename):
+    <stem>.jpg          annotated image (unless --no-draw)
+    <stem>.json         {"image", "width", "height", "model", "faces": [Face.to_dict()]}
+                        (or, with --jsonl, one such object per line in detections.jsonl)
+    summary.json        counts, failed inputs with reasons, timing, per-image outputs
+Inputs sharing a stem get "<stem>-2", "<stem>-3", ... in input order.
+
+Exit codes: 0 all inputs processed; 1 some input failed (the others were processed);
+2 usage error (no input matched, bad option, output dir unusable, model not loadable).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+MAX_BATCH_PIXELS = 32_000_000
+"""Cap on a batch's padded size (n * max_h * max_w, pixels); a larger image runs alone."""
+
+RESERVED_STEMS = ("summary",)
+"""Stems whose <stem>.json would collide with our own files."""
+
+
+def _unit_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from facesieve.api import DEFAULT_MODEL, available_models
+
+    p = sub.add_parser(
+        "detect",
+        help="detect faces in images; write annotated images and JSON",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="PATH",
+                   help="image files, directories (searched recursively) or quoted globs ('**' recurses)")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=available_models(), help="default: %(default)s")
+    p.add_argument("--weights", default=None, metavar="PATH|URL", help="checkpoint overriding the model's default weights")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: %(default)s)")
+    p.add_argument("--out", default="facesieve_out", type=Path, metavar="DIR", help="output directory (default: %(default)s)")
+    p.add_argument("--score-threshold", type=_unit_float, default=None, metavar="S",
+                   help="keep faces scoring >= S (default: the model's)")
+    p.add_argument("--nms-threshold", type=_unit_float, default=None, metavar="T",
+                   help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="images per forward pass (default: the model's)")
+    p.add_argument("--jsonl", action="store_true", help="write one detections.jsonl instead of a JSON per image")
+    p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary; failures still go to stderr")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class RunSummary:
+    """What a detect run did; ``to_dict`` is summary.json."""
+
+    model: str
+    device: str
+    out: str
+    inputs: int = 0
+    processed: int = 0
+    faces: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    load_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "device": self.device, "out": self.out,
+            "inputs": self.inputs, "processed": self.processed, "faces": self.faces,
+            "failed": self.failed, "seconds": round(self.seconds, 3),
+            "model_load_seconds": round(self.load_seconds, 3), "images": self.images,
+        }
+
+
+def assign_stems(paths: Sequence[Path], out_dir: Path, suffixes: Sequence[str] = (".jpg", ".json")) -> list[str]:
+    """One unique output stem per input path, deterministic in input order.
+
+    The first input with a given stem keeps it; later ones get "<stem>-2", "<stem>-3", ...
+    skipping any stem that another input has naturally. Comparison is case-insensitive
+    (for case-insensitive file systems). A stem is also skipped when an output
+    ``out_dir/<stem><suffix>`` would overwrite one of the inputs, or is in RESERVED_STEMS.
+    """
+    input_files = {os.path.normcase(os.path.realpath(p)) for p in paths}
+    natural = {p.stem.casefold() for p in paths}
+    taken = {s.casefold() for s in RESERVED_STEMS}
+
+    def free(stem: str) -> bool:
+        if stem.casefold() in taken:
+            return False
+        return all(os.path.normcase(os.path.realpath(out_dir / f"{stem}{s}")) not in input_files for s in suffixes)
+
+    stems: list[str] = []
+    for p in paths:
+        base = p.stem or "image"
+        stem, k = base, 1
+        while not free(stem) or (k > 1 and stem.casefold() in natural):
+            k += 1
+            stem = f"{base}-{k}"
+        taken.add(stem.casefold())
+        stems.append(stem)
+    return stems
+
+
+def _describe(e: BaseException) -> str:
+    from facesieve.io import ImageError
+
+    if isinstance(e, ImageError):
+        return e.reason
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _load_batches(
+    paths: Sequence[Path], batch_size: int, on_error: Callable[[int, BaseException], None],
+    max_pixels: int | None = None,
+) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """Load images one at a time; yield batches of (index, RGB uint8 array).
+
+    A file that fails to load goes to ``on_error`` and is skipped. A batch is cut early
+    when padding it to its largest height and width would exceed ``max_pixels``
+    (default MAX_BATCH_PIXELS).
+    """
+    from facesieve.io import load_image
+
+    max_pixels = MAX_BATCH_PIXELS if max_pixels is None else max_pixels
+    batch: list[tuple[int, np.ndarray]] = []
+    mh = mw = 0
+    for i, path in enumerate(paths):
+        try:
+            arr = load_image(path)
+        except Exception as e:  # any loader failure is a per-file error, never the end of the run
+            on_error(i, e)
+            continue
+        h, w = arr.shape[:2]
+        if batch and (len(batch) + 1) * max(mh, h) * max(mw, w) > max(max_pixels, h * w):
+            yield batch
+            batch, mh, mw = [], 0, 0
+        batch.append((i, arr))
+        mh, mw = max(mh, h), max(mw, w)
+        if len(batch) >= batch_size:
+            yield batch
+            batch, mh, mw = [], 0, 0
+    if batch:
+        yield batch
+
+
+def run(args: argparse.Namespace) -> int:
+    import facesieve
+    from facesieve.io import atomic_open, atomic_write_bytes, atomic_write_text
+    from facesieve.io.paths import expand_inputs
+
+    t0 = time.perf_counter()
+    out_dir: Path = args.out
+    expanded = expand_inputs(args.inputs, exclude=[out_dir])
+    if not expanded.paths:
+        print(f"facesieve detect: error: no images found in: {' '.join(expanded.unmatched)}", file=sys.stderr)
+        return 2
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"facesieve detect: error: cannot create output directory {out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
+
+    t_load = time.perf_counter()
+    try:
+        detector = facesieve.load(args.model, weights=args.weights, device=args.device)
+    except Exception as e:  # report, do not dump a traceback for a bad --weights/--device
+        print(f"facesieve detect: error: cannot load model {args.model!r}: {e}", file=sys.stderr)
+        return 2
+    model = detector.name or args.model
+    summary = RunSummary(model=model, device=str(args.device), out=str(out_dir),
+                         load_seconds=time.perf_counter() - t_load)
+
+    paths = expanded.paths
+    stems = assign_stems(paths, out_dir, (".json",) if args.no_draw else (".jpg", ".json"))
+    summary.inputs = len(paths)
+    for pattern in expanded.unmatched:
+        summary.failed.append({"image": pattern, "error": "no images matched"})
+    failed_at: dict[int, str] = {}
+    batch_size = args.batch_size or getattr(detector, "default_batch_size", 8)
+    draw = not args.no_draw
+    if draw:
+        from facesieve.viz import draw_faces, encode_jpeg
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True,
+               disable=args.quiet or not sys.stderr.isatty())
+
+    def fail(i: int, e: BaseException | str) -> None:
+        failed_at[i] = e if isinstance(e, str) else _describe(e)
+        bar.update(1)
+
+    def detect(arrays: list[np.ndarray]) -> list:
+        return detector.detect_batch(arrays, batch_size=len(arrays), score_threshold=args.score_threshold,
+                                     nms_threshold=args.nms_threshold)
+
+    jsonl_cm = atomic_open(out_dir / "detections.jsonl", "w", encoding="utf-8") if args.jsonl else contextlib.nullcontext()
+    per_image: dict[int, dict[str, Any]] = {}
+    with jsonl_cm as jsonl, bar:
+        for batch in _load_batches(paths, batch_size, fail):
+            try:
+                results = detect([a for _, a in batch])
+            except Exception:  # isolate the image that breaks the batch
+                results = []
+                for _, a in batch:
+                    try:
+                        results.append(detect([a])[0])
+                    except Exception as e:
+                        results.append(e)
+            for (i, arr), faces in zip(batch, results):
+                if isinstance(faces, BaseException):
+                    fail(i, f"detection failed: {_describe(faces)}")
+                    continue
+                stem, h, w = stems[i], int(arr.shape[0]), int(arr.shape[1])
+                record = {"image": str(paths[i]), "width": w, "height": h, "model": model,
+                          "faces": [f.to_dict() for f in faces]}
+                entry: dict[str, Any] = {"image": str(paths[i]), "faces": len(faces), "annotated": None, "json": None}
+                try:
+                    if draw:
+                        atomic_write_bytes(out_dir / f"{stem}.jpg", encode_jpeg(draw_faces(arr, faces)))
+                        entry["annotated"] = f"{stem}.jpg"
+                    text = json.dumps(record, allow_nan=False)
+                    if jsonl is not None:
+                        jsonl.write(text + "\n")
+                    else:
+                        atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=2, allow_nan=False) + "\n")
+                        entry["json"] = f"{stem}.json"
+                except Exception as e:
+                    fail(i, f"cannot write output: {_describe(e)}")
+                    continue
+                per_image[i] = entry
+                summary.processed += 1
+                summary.faces += len(faces)
+                bar.update(1)
+            del batch
+
+    summary.images = [per_image[i] for i in sorted(per_image)]
+    summary.failed += [{"image": str(paths[i]), "error": failed_at[i]} for i in sorted(failed_at)]
+    summary.seconds = time.perf_counter() - t0
+    _print_summary(summary, out_dir, args.jsonl, args.quiet)
+    try:
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
+    except OSError as e:
+        print(f"facesieve detect: error: cannot write {out_dir / 'summary.json'}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 1 if summary.failed else 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _print_summary(s: RunSummary, out_dir: Path, jsonl: bool, quiet: bool, max_listed: int = 20) -> None:
+    """Readable summary on stdout, failures on stderr; with ``quiet`` only the failures."""
+    sys.stdout.flush()
+    for f in s.failed:
+        print(f"facesieve detect: failed: {f['image']}: {f['error']}", file=sys.stderr)
+    sys.stderr.flush()
+    if quiet:
+        return
+    per_img = (s.seconds - s.load_seconds) / max(1, s.processed)
+    print(f"{_plural(s.processed, 'image')} processed, {_plural(s.faces, 'face')} found, "
+          f"{len(s.failed)} failed in {s.seconds:.2f} s "
+          f"(model {s.model} on {s.device}: load {s.load_seconds:.2f} s, {per_img:.3f} s/image)")
+    if s.images and len(s.images) <= max_listed:
+        for e in s.images:
+            outs = ", ".join(str(out_dir / e[k]) for k in ("annotated", "json") if e[k])
+            print(f"  {e['image']}: {_plural(e['faces'], 'face')}" + (f" -> {outs}" if outs else ""))
+    if jsonl:
+        print(f"detections: {out_dir / 'detections.jsonl'}")
+    print(f"summary: {out_dir / 'summary.json'}")

@@ -1,0 +1,117 @@
+"""Expand command-line inputs (files, directories, globs) into a list of image paths."""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff",
+     ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
+"""Lower-case suffixes picked up from directories and globs (explicit files are always kept)."""
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass
+class ExpandedInputs:
+    """Result of :func:`expand_inputs`.
+
+    paths: image paths in a deterministic order (each argument's matches sorted, arguments
+        in the order given), without duplicates. Explicit file arguments are kept even when
+        missing or not image-named, so that the caller reports them per file.
+    unmatched: arguments (globs, directories) that yielded no image.
+    """
+
+    paths: list[Path] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """True when the file name has an image extension (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _is_glob(arg: str) -> bool:
+    return any(c in _GLOB_CHARS for c in arg)
+
+
+def _within(path: Path, roots: Sequence[Path]) -> bool:
+    real = Path(os.path.realpath(path))
+    return any(real == r or r in real.parents for r in roots)
+
+
+def _glob_anchor(pattern: str) -> Path:
+    """The leading directory of a glob pattern that has no glob characters."""
+    parts = Path(pattern).parts
+    fixed = list(parts[: next((i for i, x in enumerate(parts) if _is_glob(x)), len(parts))])
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _active(exclude: Sequence[Path], anchor: Path) -> list[Path]:
+    """Excludes that do not contain ``anchor``: what the user names explicitly is never excluded."""
+    return [e for e in exclude if not _within(anchor, [e])]
+
+
+def _walk_dir(root: Path, exclude: Sequence[Path]) -> list[Path]:
+    """Image files under ``root`` (recursive), skipping hidden files/dirs and ``exclude``."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        d = Path(dirpath)
+        dirnames[:] = [n for n in dirnames if not n.startswith(".") and not _within(d / n, exclude)]
+        found.extend(d / n for n in filenames if not n.startswith(".") and is_image_path(n))
+    return found
+
+
+def _sort_key(p: Path) -> tuple[str, ...]:
+    return tuple(p.parts)
+
+
+def expand_inputs(args: Iterable[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()) -> ExpandedInputs:
+    """Expand files, directories (recursively) and glob patterns into image paths.
+
+    args: command-line inputs. A path that exists is taken literally (even if it contains
+        glob characters); otherwise an argument with ``* ? [`` is a glob (``**`` recurses).
+        A non-glob path that does not exist is kept, so the caller reports "file not found".
+    exclude: directories skipped inside directory walks and glob matches (e.g. the output
+        directory, so a re-run does not pick up its own annotated images), unless the
+        argument itself names that directory or a path inside it.
+    """
+    excl = [Path(os.path.realpath(e)) for e in exclude]
+    result = ExpandedInputs()
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = os.path.normcase(os.path.realpath(p))
+        if key not in seen:
+            seen.add(key)
+            result.paths.append(p)
+
+    for raw in args:
+        arg = os.fspath(raw)
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            matches = sorted(_walk_dir(path, _active(excl, path)), key=_sort_key)
+        elif path.exists() or not _is_glob(arg):
+            add(path)  # explicit file (or missing file): kept as given
+            continue
+        else:
+            matches = []
+            pattern = os.path.expanduser(arg)
+            ex = _active(excl, _glob_anchor(pattern))
+            for m in glob.glob(pattern, recursive=True):
+                mp = Path(m)
+                if mp.is_dir():
+                    if not _within(mp, ex):
+                        matches.extend(_walk_dir(mp, ex))
+                elif mp.is_file() and is_image_path(mp) and not _within(mp, ex):
+                    matches.append(mp)
+            matches = sorted(set(matches), key=_sort_key)
+        if not matches:
+            result.unmatched.append(arg)
+        for m in matches:
+            add(m)
+    return result
