@@ -14,6 +14,7 @@ Data directory layout (e.g. ``shared/data/wider_val_dev``)::
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,19 @@ class MatImageGT:
     attributes: np.ndarray
 
 
+@functools.lru_cache(maxsize=8)
+def _loadmat_cached(path: str, mtime_ns: int, size: int) -> dict:
+    """scipy.io.loadmat, memoised on (path, mtime, size); callers must not modify the arrays."""
+    from scipy.io import loadmat
+
+    return loadmat(path)
+
+
+def _loadmat(path: Path) -> dict:
+    st = path.stat()
+    return _loadmat_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
 def read_eval_mats(
     gt_dir: str | os.PathLike, keys: Iterable[str] | None = None, split: str = "val"
 ) -> dict[str, MatImageGT]:
@@ -181,15 +195,13 @@ def read_eval_mats(
     Returns ``{key: MatImageGT}`` in the files' event/image order, limited to ``keys`` if given
     (keys absent from the .mat files raise WiderFaceDataError).
     """
-    from scipy.io import loadmat
-
     gt_dir = Path(gt_dir)
     names = {"face": f"wider_face_{split}.mat", **{s: f"wider_{s}_{split}.mat" for s in SETTINGS}}
     missing = [n for n in names.values() if not (gt_dir / n).is_file()]
     if missing:
         raise WiderFaceDataError(f"{gt_dir}: missing evaluation file(s) {', '.join(missing)}")
-    face = loadmat(str(gt_dir / names["face"]))
-    gt_lists = {s: loadmat(str(gt_dir / names[s]))["gt_list"] for s in SETTINGS}
+    face = _loadmat(gt_dir / names["face"])
+    gt_lists = {s: _loadmat(gt_dir / names[s])["gt_list"] for s in SETTINGS}
     attr_lists = [face[f"{n}_label_list"] for n in ATTRIBUTE_NAMES]
     wanted = None if keys is None else set(keys)
     out: dict[str, MatImageGT] = {}
