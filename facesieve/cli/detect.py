@@ -138,6 +138,8 @@ def _describe(e: BaseException) -> str:
         return e.reason
     if isinstance(e, MemoryError):
         return "out of memory"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
