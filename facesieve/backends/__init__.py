@@ -1,0 +1,49 @@
+"""Inference backends: the one place a detector's network runs.
+
+A *runner* is a callable ``runner(*inputs) -> tuple[np.ndarray, ...]`` taking float32
+NCHW numpy arrays and returning numpy arrays, so a detector's pre- and post-processing
+stay the same whatever executes the network:
+
+* ``TorchRunner`` (``backend="torch"``): the PyTorch module, on CPU or CUDA (float16 optional);
+* ``OrtRunner`` (``backend="onnxruntime"``): an ONNX graph exported from the module
+  (``facesieve.export``) run by a tuned ONNX Runtime session.
+
+Runners are safe to call from several threads at once (no state changes per call).
+"""
+from __future__ import annotations
+
+import os
+
+BACKENDS = ("torch", "onnxruntime")
+"""Names accepted by ``facesieve.load(..., backend=...)``."""
+
+
+def check_backend(name: str) -> str:
+    """Return ``name`` if it is a known backend, else raise ValueError listing them."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+    return name
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def __getattr__(name: str):
+    # runners import torch / onnxruntime lazily: `import facesieve.backends` stays cheap
+    if name == "TorchRunner":
+        from facesieve.backends.torch_runner import TorchRunner
+
+        return TorchRunner
+    if name in ("OrtRunner", "OrtOptions"):
+        from facesieve.backends import ort_runner
+
+        return getattr(ort_runner, name)
+    raise AttributeError(name)
+
+
+__all__ = ["BACKENDS", "check_backend", "available_cores", "TorchRunner", "OrtRunner", "OrtOptions"]
