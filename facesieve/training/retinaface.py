@@ -1,0 +1,615 @@
+"""RetinaFace training (biubug6/insightface recipe) on any face dataset facesieve reads.
+
+Pieces: ``RetinaFaceTrainSet`` (augmentation -> network input), ``TargetBuilder``
+(anchor matching + BoxCoder encoding), ``multibox_loss``, ``lr_at`` (warm-up + step
+decay), weight initialisation (ImageNet backbone or a detector checkpoint), and
+``RetinaFaceTrainer`` tying them together with checkpoints/resume, CSV/TensorBoard
+logs, PNG curves, optional AMP (CUDA) and DDP (torchrun).
+
+Run directory layout::
+
+    RUN_DIR/config.json        the RetinaFaceTrainConfig used
+    RUN_DIR/train.csv          per-log-interval losses, lr, speed
+    RUN_DIR/eval.csv           WIDER FACE AP of evaluations (if --eval-data)
+    RUN_DIR/loss.png           loss curves
+    RUN_DIR/weights.pth        plain state dict (our layout, BatchNorm kept): facesieve.load(..., weights=...)
+    RUN_DIR/checkpoints/last.pt  full training state for --resume
+    RUN_DIR/summary.json       iterations, wall time, last losses, eval APs
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from facesieve.data.labels import BoxDataset, load_box_dataset
+from facesieve.data.transforms import RetinaFaceAugment, Sample, to_chw_tensor_array
+from facesieve.io.atomic import atomic_write_text
+from facesieve.io.images import ImageError, load_image
+from facesieve.nets.retinaface import RetinaFace
+from facesieve.ops.anchors import AnchorGenerator
+from facesieve.ops.box_coder import BoxCoder
+from facesieve.training.checkpoint import (
+    cleanup_distributed,
+    init_distributed,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    unwrap,
+)
+from facesieve.training.logging import MetricsLogger, plot_curves
+from facesieve.training.losses import multibox_loss
+from facesieve.training.matcher import match_anchors
+
+BGR_MEAN = (104.0, 117.0, 123.0)
+"""Network input: BGR pixels minus this mean (biubug6's preprocessing; the registry's default)."""
+
+DEFAULT_IMAGE_SIZE = {"mobilenet0.25": 640, "resnet50": 840}
+MODEL_NAMES = {"mobilenet0.25": "retinaface-mnet025", "resnet50": "retinaface-r50"}
+# Reference schedules (biubug6 cfg_mnet / cfg_re50): batch, epochs, decay epochs.
+REFERENCE_SCHEDULE = {"mobilenet0.25": (32, 250, (190, 220)), "resnet50": (24, 100, (70, 90))}
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class RetinaFaceTrainConfig:
+    """Everything a run needs; saved as RUN_DIR/config.json.
+
+    data: label.txt / *.jsonl / wider_face_*_bbx_gt.txt or a folder holding one.
+    images: image root (default: images/ beside the label file).
+    pretrained: ImageNet backbone checkpoint (e.g. mobilenetV1X0.25_pretrain.tar), or None.
+    init: detector weights to start from: a checkpoint path, or a model name
+        ("retinaface-mnet025") for its default weights. Overrides ``pretrained``.
+    epochs / decay_epochs: step schedule; decay_epochs default to the reference's
+        fractions (190/250 and 220/250 of the epochs). lr is multiplied by gamma at each.
+    warmup_epochs: linear warm-up from 1e-6 to lr over this many epochs (0: none).
+    max_iters / max_minutes: stop early (a checkpoint is written); None: no bound.
+    freeze_bn: keep BatchNorm in eval mode (fine-tuning; forced when ``init`` has folded BN).
+    """
+
+    data: str
+    out: str
+    backbone: str = "mobilenet0.25"
+    images: str | None = None
+    image_size: int | None = None
+    batch_size: int = 32
+    epochs: int = 250
+    decay_epochs: tuple[float, ...] | None = None
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    gamma: float = 0.1
+    warmup_epochs: float = 1.0
+    pretrained: str | None = None
+    init: str | None = None
+    resume: bool = False
+    freeze_bn: bool = False
+    amp: bool = False
+    device: str = "cpu"
+    workers: int = 2
+    seed: int = 0
+    max_iters: int | None = None
+    max_minutes: float | None = None
+    log_every: int = 10
+    checkpoint_every: int = 200
+    match_iou: float = 0.35
+    neg_pos_ratio: int = 7
+    loc_weight: float = 2.0
+    keep_invalid: bool = False
+    tensorboard: bool = False
+    eval_data: str | None = None
+    eval_limit: int | None = None
+    threads: int | None = None
+
+    def resolved_image_size(self) -> int:
+        return int(self.image_size or DEFAULT_IMAGE_SIZE[self.backbone])
+
+    def resolved_decay_epochs(self) -> tuple[float, ...]:
+        if self.decay_epochs is not None:
+            return tuple(float(e) for e in self.decay_epochs)
+        _, ref_epochs, ref_decay = REFERENCE_SCHEDULE[self.backbone]
+        return tuple(self.epochs * d / ref_epochs for d in ref_decay)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class RetinaFaceTrainSet(torch.utils.data.Dataset):
+    """Augmented training images of a BoxDataset.
+
+    Item: (input (3, S, S) float32 tensor, targets dict with "boxes" (N, 4) xyxy and
+    "landmarks" (N, 10), both normalised to [0, 1] of S, and "has_landmarks" (N,) bool).
+    Each (epoch, index) gets its own RNG stream, so runs are reproducible with workers.
+    """
+
+    def __init__(self, dataset: BoxDataset, augment: RetinaFaceAugment, seed: int = 0,
+                 mean: Sequence[float] = BGR_MEAN) -> None:
+        self.dataset = dataset
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.mean = tuple(mean)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        item = self.dataset.items[index]
+        try:
+            image = load_image(self.dataset.image_path(index))
+        except ImageError as e:
+            raise ImageError(e.path, f"{e.reason} (training image #{index})") from None
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        s = self.augment(Sample(image, item.boxes, item.landmarks, item.has_landmarks), rng)
+        x = torch.from_numpy(to_chw_tensor_array(s.image, self.mean, channel_order="BGR"))
+        return x, {
+            "boxes": torch.from_numpy(s.boxes.astype(np.float32)),
+            "landmarks": torch.from_numpy(s.landmarks.reshape(-1, 10).astype(np.float32)),
+            "has_landmarks": torch.from_numpy(s.has_landmarks.copy()),
+        }
+
+
+def collate(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Targets:
+    """Per-anchor training targets of a batch: loc (B, A, 4), landmarks (B, A, 10) encoded
+    offsets; positive / landmark_positive (B, A) bool."""
+
+    loc: torch.Tensor
+    landmarks: torch.Tensor
+    positive: torch.Tensor
+    landmark_positive: torch.Tensor
+
+
+class TargetBuilder:
+    """Match anchors to faces and encode the matched boxes / landmarks.
+
+    anchors: (A, 4) (cx, cy, w, h) pixels of the square training input of side ``image_size``
+    (AnchorGenerator order, the network's output order).
+    """
+
+    def __init__(self, anchors: np.ndarray, image_size: int, coder: BoxCoder = BoxCoder(),
+                 iou_threshold: float = 0.35, device: torch.device | str = "cpu") -> None:
+        a = torch.tensor(np.array(anchors, dtype=np.float32), device=device)
+        self.anchors = a
+        self.anchors_xyxy = torch.cat([a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2], dim=1)
+        self.image_size = float(image_size)
+        self.coder = coder
+        self.iou_threshold = iou_threshold
+
+    def __call__(self, targets: Sequence[dict[str, torch.Tensor]]) -> Targets:
+        n_anchor = self.anchors.shape[0]
+        dev = self.anchors.device
+        locs, lms, pos, lm_pos = [], [], [], []
+        for t in targets:
+            boxes = t["boxes"].to(dev).float() * self.image_size
+            if boxes.shape[0] == 0:
+                locs.append(torch.zeros(n_anchor, 4, device=dev))
+                lms.append(torch.zeros(n_anchor, 10, device=dev))
+                pos.append(torch.zeros(n_anchor, dtype=torch.bool, device=dev))
+                lm_pos.append(torch.zeros(n_anchor, dtype=torch.bool, device=dev))
+                continue
+            m = match_anchors(self.anchors_xyxy, boxes, self.iou_threshold)
+            matched = boxes[m.matched_gt]
+            # guard log(0) for degenerate boxes (only positives' targets are used)
+            matched = torch.cat([matched[:, :2], torch.maximum(matched[:, 2:], matched[:, :2] + 1e-3)], dim=1)
+            locs.append(self.coder.encode_boxes(matched, self.anchors))
+            lm = t["landmarks"].to(dev).float()[m.matched_gt] * self.image_size
+            lms.append(self.coder.encode_landmarks(lm, self.anchors))
+            pos.append(m.positive)
+            lm_pos.append(m.positive & t["has_landmarks"].to(dev)[m.matched_gt])
+        return Targets(torch.stack(locs), torch.stack(lms), torch.stack(pos), torch.stack(lm_pos))
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def lr_at(iteration: int, base_lr: float, iters_per_epoch: int, warmup_epochs: float,
+          decay_iters: Sequence[int], gamma: float) -> float:
+    """Learning rate at ``iteration`` (0-based): linear warm-up from 1e-6 over
+    ``warmup_epochs * iters_per_epoch`` iterations, then ``base_lr * gamma ** k`` where k
+    is the number of ``decay_iters`` already reached."""
+    warm = warmup_epochs * iters_per_epoch
+    if warm > 0 and iteration < warm:
+        return 1e-6 + (base_lr - 1e-6) * iteration / warm
+    k = sum(1 for d in decay_iters if iteration >= d)
+    return base_lr * gamma**k
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def load_backbone(net: RetinaFace, path: str | os.PathLike) -> list[str]:
+    """Load ImageNet-pretrained backbone weights into ``net.body``.
+
+    Accepts biubug6's ``mobilenetV1X0.25_pretrain.tar`` (dict with "state_dict", keys
+    ``module.stage1.0.0.weight``...) and torchvision-style ResNet-50 state dicts (keys
+    ``layer1.0.conv1.weight``...). Classifier keys (fc.*) are skipped. Returns the skipped
+    keys; raises ValueError when a backbone parameter is missing or mis-shaped.
+    """
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    state = {k.removeprefix("module.").removeprefix("body."): v for k, v in obj.items()}
+    own = net.body.state_dict()
+    skipped = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ValueError(f"{path}: backbone checkpoint lacks {len(missing)} parameters, e.g. {missing[:3]}")
+    bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise ValueError(f"{path}: shape mismatch for {bad[:3]}")
+    net.body.load_state_dict({k: state[k] for k in own}, strict=True)
+    return skipped
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv name, bn name) of each Conv2d directly followed by a BatchNorm2d sibling
+    (the pairs ``fold_batchnorm`` folds)."""
+    pairs = []
+    for pname, parent in model.named_modules():
+        children = list(parent.named_children())
+        for (cname, conv), (bname, bn) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                prefix = f"{pname}." if pname else ""
+                pairs.append((prefix + cname, prefix + bname))
+    return pairs
+
+
+def unfold_state(model: nn.Module, folded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """State dict with BatchNorm entries equivalent (in eval mode) to a folded one.
+
+    Each folded conv's bias moves into its BN as beta, with running mean 0, running
+    variance ``1 - eps`` and gamma 1, so ``BN(conv(x)) == folded_conv(x)`` exactly.
+    """
+    state = dict(folded)
+    modules = dict(model.named_modules())
+    for conv, bn in conv_bn_pairs(model):
+        bias = state.pop(f"{conv}.bias", None)
+        if bias is None:
+            continue
+        m: nn.BatchNorm2d = modules[bn]  # type: ignore[assignment]
+        state[f"{bn}.weight"] = torch.ones_like(bias)
+        state[f"{bn}.bias"] = bias.clone()
+        state[f"{bn}.running_mean"] = torch.zeros_like(bias)
+        state[f"{bn}.running_var"] = torch.full_like(bias, 1.0 - m.eps)
+        state[f"{bn}.num_batches_tracked"] = torch.tensor(0)
+    return state
+
+
+@dataclass
+class InitWeights:
+    """Starting weights of a fine-tune: state dict (our names), whether its BatchNorms are
+    folded away, and the BGR mean its network input expects."""
+
+    state: dict[str, torch.Tensor]
+    folded: bool
+    mean_bgr: tuple[float, float, float]
+
+
+def detector_state(init: str, backbone: str) -> InitWeights:
+    """Resolve ``init``: a checkpoint path or URL (biubug6 or ours), a registry weights name,
+    or the model name (its default weights), through the RetinaFace detector's loader."""
+    from facesieve.detectors.retinaface import load_weights
+    from facesieve.weights import retinaface as rw
+
+    model_name = MODEL_NAMES[backbone]
+    entry, state = load_weights(model_name, None if init == model_name else init)
+    got = rw.checkpoint_backbone(state)
+    if got != backbone:
+        raise ValueError(f"--init {init} is a {got} RetinaFace, but --backbone is {backbone}")
+    pp = entry.preprocessing
+    if pp.channel_order != "BGR" or any(v != 1.0 for v in pp.std):
+        raise ValueError(f"--init {init}: weights expect {pp}, training feeds BGR minus a mean")
+    folded = not any(k.endswith(".running_mean") for k in state)
+    return InitWeights(state, folded, tuple(float(v) for v in pp.mean))  # type: ignore[arg-type]
+
+
+def shift_input_mean(model: nn.Module, state: dict[str, torch.Tensor], from_mean: Sequence[float],
+                     to_mean: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Adapt a state dict trained on ``pixel - from_mean`` to inputs ``pixel - to_mean``.
+
+    The first conv then sees its input shifted by ``to_mean - from_mean`` per channel; its
+    BatchNorm's running mean absorbs the constant ``sum(W * shift)`` so outputs are
+    unchanged (exactly, except on the 1-pixel border where the conv reads zero padding).
+    """
+    delta = torch.tensor([t - f for f, t in zip(from_mean, to_mean)], dtype=torch.float32)
+    if not bool(delta.any()):
+        return state
+    conv, bn = conv_bn_pairs(model)[0]
+    w = state[f"{conv}.weight"].float()
+    # x_from = x_to + delta, so conv(x_to) = conv(x_from) - shift: lower the running mean by shift
+    shift = (w * delta.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+    out = dict(state)
+    out[f"{bn}.running_mean"] = state[f"{bn}.running_mean"] - shift.to(state[f"{bn}.running_mean"].dtype)
+    return out
+
+
+def init_network(cfg: RetinaFaceTrainConfig, log: Callable[[str], None] = print) -> tuple[RetinaFace, bool]:
+    """Build the network and load its starting weights; returns (net, bn_must_stay_frozen)."""
+    net = RetinaFace(cfg.backbone)
+    if cfg.init:
+        init = detector_state(cfg.init, cfg.backbone)
+        state = init.state
+        if init.folded:
+            state = unfold_state(net, state)
+            log(f"init: {cfg.init} has folded BatchNorm; training with frozen BN statistics")
+        if init.mean_bgr != BGR_MEAN:
+            state = shift_input_mean(net, state, init.mean_bgr, BGR_MEAN)
+            log(f"init: input mean {init.mean_bgr} -> {BGR_MEAN} folded into the first BatchNorm")
+        net.load_state_dict(state, strict=True)
+        log(f"init: detector weights from {cfg.init}")
+        return net, init.folded
+    if cfg.pretrained:
+        skipped = load_backbone(net, cfg.pretrained)
+        log(f"init: ImageNet backbone from {cfg.pretrained} (skipped {len(skipped)} classifier keys)")
+    else:
+        log("init: random (no --pretrained backbone and no --init)")
+    return net, False
+
+
+def set_bn_eval(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class TrainState:
+    iteration: int = 0
+    epoch: int = 0
+    elapsed_s: float = 0.0
+    stopped_by: str = ""
+    last: dict[str, float] = field(default_factory=dict)
+
+
+class RetinaFaceTrainer:
+    """One training run. ``run()`` trains until the schedule ends or a bound is hit."""
+
+    def __init__(self, cfg: RetinaFaceTrainConfig) -> None:
+        if cfg.backbone not in DEFAULT_IMAGE_SIZE:
+            raise ValueError(f"unknown backbone {cfg.backbone!r}; choose {', '.join(DEFAULT_IMAGE_SIZE)}")
+        self.cfg = cfg
+        self.dist, self.device = init_distributed(cfg.device)
+        self.run_dir = Path(cfg.out)
+        self.is_main = self.dist.is_main
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        seed_everything(cfg.seed + self.dist.rank)
+        self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        if cfg.amp and not self.use_amp:
+            self.log("note: --amp needs CUDA; training in float32")
+        self.image_size = cfg.resolved_image_size()
+
+        data = load_box_dataset(cfg.data, cfg.images, keep_invalid=cfg.keep_invalid)
+        data.items = [it for it in data.items if len(it)]  # images without faces teach nothing here
+        if not data.items:
+            raise ValueError(f"{cfg.data}: no image with a face to train on")
+        self.data = data
+        augment = RetinaFaceAugment(self.image_size, fill_rgb=tuple(reversed(BGR_MEAN)))  # type: ignore[arg-type]
+        self.train_set = RetinaFaceTrainSet(data, augment, seed=cfg.seed)
+        per_rank = max(1, cfg.batch_size // self.dist.world_size)
+        if per_rank > len(data):
+            per_rank = len(data)
+            self.log(f"note: batch size reduced to the dataset size ({per_rank})")
+        self.sampler = None
+        if self.dist.distributed:
+            self.sampler = torch.utils.data.distributed.DistributedSampler(
+                self.train_set, self.dist.world_size, self.dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=per_rank, shuffle=self.sampler is None, sampler=self.sampler,
+            num_workers=cfg.workers, collate_fn=collate, drop_last=True,
+            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        self.iters_per_epoch = len(self.loader)
+
+        net, frozen = init_network(cfg, self.log)
+        self.freeze_bn = cfg.freeze_bn or frozen
+        self.net = net.to(self.device)
+        self.model: nn.Module = self.net
+        if self.dist.distributed:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        anchors = AnchorGenerator()(self.image_size, self.image_size)
+        self.targets = TargetBuilder(anchors, self.image_size, BoxCoder(), cfg.match_iou, self.device)
+        self.total_iters = cfg.epochs * self.iters_per_epoch
+        if cfg.max_iters is not None:
+            self.total_iters = min(self.total_iters, int(cfg.max_iters))
+        self.decay_iters = [int(round(e * self.iters_per_epoch)) for e in cfg.resolved_decay_epochs()]
+        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard, enabled=self.is_main)
+        self.state = TrainState()
+
+    # ---------------------------------------------------------------- helpers
+
+    def log(self, msg: str) -> None:
+        if getattr(self, "dist", None) is None or self.dist.is_main:
+            print(msg, file=sys.stderr, flush=True)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    @property
+    def weights_path(self) -> Path:
+        return self.run_dir / "weights.pth"
+
+    def save(self) -> None:
+        if not self.is_main:
+            return
+        state = {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.state.iteration,
+            "epoch": self.state.epoch,
+            "elapsed_s": self.state.elapsed_s,
+            "rng": rng_state(),
+            "config": json.dumps(asdict(self.cfg)),
+        }
+        save_checkpoint(self.checkpoint_path, state)
+        save_checkpoint(self.weights_path, self.net.state_dict())
+
+    def maybe_resume(self) -> None:
+        if not self.cfg.resume:
+            return
+        if not self.checkpoint_path.is_file():
+            self.log(f"resume: no checkpoint at {self.checkpoint_path}; starting fresh")
+            return
+        ck = load_checkpoint(self.checkpoint_path)
+        self.net.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.state.iteration = int(ck["iteration"])
+        self.state.epoch = int(ck["epoch"])
+        self.state.elapsed_s = float(ck["elapsed_s"])
+        set_rng_state(ck["rng"])
+        self.logger.truncate_after(self.state.iteration)
+        self.log(f"resume: iteration {self.state.iteration} (epoch {self.state.epoch}) from {self.checkpoint_path}")
+
+    def train_step(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]], lr: float) -> dict[str, float]:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        images = images.to(self.device, non_blocking=True)
+        tgt = self.targets(targets)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loc, conf, lms = self.model(images)
+        out = multibox_loss(loc, conf, lms, tgt.loc, tgt.landmarks, tgt.positive, tgt.landmark_positive,
+                            self.cfg.neg_pos_ratio, self.cfg.loc_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": out.total.item(), "loc": out.loc.item(), "conf": out.conf.item(),
+                "landmark": out.landmark.item(), "num_pos": float(out.num_pos),
+                "num_landmark_pos": float(out.num_landmark_pos)}
+
+    # ---------------------------------------------------------------- main loop
+
+    def run(self) -> TrainState:
+        cfg = self.cfg
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        self.maybe_resume()
+        self.log(
+            f"training RetinaFace-{cfg.backbone} on {len(self.data)} images ({self.data.num_faces} faces, "
+            f"{self.data.num_landmark_faces} with landmarks) at {self.image_size}px, batch {cfg.batch_size}, "
+            f"{self.iters_per_epoch} it/epoch, {self.total_iters} iterations, decay at {self.decay_iters}, "
+            f"device {self.device}{' AMP' if self.use_amp else ''}{f' x{self.dist.world_size}' if self.dist.distributed else ''}"
+        )
+        start = time.monotonic() - self.state.elapsed_s
+        window: list[dict[str, float]] = []
+        t_window = time.monotonic()
+        st = self.state
+        try:
+            while st.iteration < self.total_iters and not st.stopped_by:
+                st.epoch = st.iteration // self.iters_per_epoch
+                self.train_set.set_epoch(st.epoch)
+                if self.sampler is not None:
+                    self.sampler.set_epoch(st.epoch)
+                self.model.train()
+                if self.freeze_bn:
+                    set_bn_eval(self.model)
+                left_in_epoch = self.iters_per_epoch - st.iteration % self.iters_per_epoch
+                for k, (images, targets) in enumerate(self.loader):
+                    if k >= left_in_epoch or st.iteration >= self.total_iters:
+                        break
+                    lr = lr_at(st.iteration, cfg.lr, self.iters_per_epoch, cfg.warmup_epochs,
+                               self.decay_iters, cfg.gamma)
+                    m = self.train_step(images, targets, lr)
+                    if not math.isfinite(m["loss"]):
+                        raise FloatingPointError(f"loss is {m['loss']} at iteration {st.iteration}; lower --lr?")
+                    st.iteration += 1
+                    st.elapsed_s = time.monotonic() - start
+                    window.append(m)
+                    if st.iteration % cfg.log_every == 0 or st.iteration == self.total_iters:
+                        avg = {key: float(np.mean([w[key] for w in window])) for key in window[0]}
+                        sec = (time.monotonic() - t_window) / len(window)
+                        self.logger.log("train", st.iteration, {"epoch": st.epoch, "lr": lr, **avg,
+                                                                 "sec_per_iter": sec, "elapsed_s": st.elapsed_s})
+                        st.last = avg
+                        self.log(f"it {st.iteration}/{self.total_iters} ep {st.epoch} lr {lr:.2e} "
+                                 f"loss {avg['loss']:.3f} (loc {avg['loc']:.3f} conf {avg['conf']:.3f} "
+                                 f"lm {avg['landmark']:.3f}) {sec:.2f}s/it")
+                        window, t_window = [], time.monotonic()
+                    if st.iteration % cfg.checkpoint_every == 0:
+                        self.save()
+                        self.plot()
+                    if cfg.max_minutes is not None and st.elapsed_s > cfg.max_minutes * 60:
+                        st.stopped_by = "max_minutes"
+                        break
+            if not st.stopped_by:
+                st.stopped_by = "max_iters" if st.iteration < cfg.epochs * self.iters_per_epoch else "schedule"
+            self.save()
+            self.plot()
+            self.log(f"done: {st.iteration} iterations in {st.elapsed_s / 60:.1f} min ({st.stopped_by}); "
+                     f"weights {self.weights_path}")
+            result = self.evaluate() if cfg.eval_data and self.is_main else None
+            self.write_summary(result)
+        finally:
+            self.logger.close()
+            cleanup_distributed()
+        return st
+
+    def plot(self) -> None:
+        if self.is_main:
+            plot_curves(self.logger.path("train"), self.run_dir / "loss.png",
+                        ["loss", "loc", "conf", "landmark", "lr"], title=f"RetinaFace-{self.cfg.backbone}")
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """WIDER FACE AP of the saved weights on cfg.eval_data (logged to eval.csv)."""
+        from facesieve.api import load
+        from facesieve.evaluation.widerface import evaluate_detector
+
+        det = load(MODEL_NAMES[self.cfg.backbone], weights=str(self.weights_path), device=str(self.device))
+        res = evaluate_detector(det, self.cfg.eval_data, out_dir=self.run_dir / "eval", limit=self.cfg.eval_limit,
+                                progress=False)
+        aps = {s: float(res[s]) for s in ("easy", "medium", "hard") if s in res}
+        self.logger.log("eval", self.state.iteration, aps)
+        self.log("eval: " + " ".join(f"{k} {v:.4f}" for k, v in aps.items()))
+        return aps
+
+    def write_summary(self, eval_aps: dict[str, Any] | None) -> None:
+        if not self.is_main:
+            return
+        st = self.state
+        summary = {
+            "iterations": st.iteration, "epochs_done": st.iteration / self.iters_per_epoch,
+            "wall_minutes": round(st.elapsed_s / 60, 2), "stopped_by": st.stopped_by,
+            "last_losses": st.last, "eval": eval_aps, "device": str(self.device),
+            "world_size": self.dist.world_size, "weights": str(self.weights_path),
+        }
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def train_retinaface(cfg: RetinaFaceTrainConfig) -> TrainState:
+    """Train RetinaFace as configured; see the module docstring for what is written."""
+    return RetinaFaceTrainer(cfg).run()
