@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesieve.data.widerface import WiderAnnotation, read_bbx_gt, write_bbx_gt
+from facesieve.data.widerface import WiderAnnotation, image_key, read_bbx_gt, write_bbx_gt
 from facesieve.detectors.base import Detector
 from facesieve.evaluation.predictions import parse_prediction, read_predictions, write_predictions
 from facesieve.evaluation.widerface import (
@@ -395,3 +395,39 @@ def test_real_dev_set_evaluation_is_fast(wider_val_dev):
     t = time.perf_counter()
     evaluate_arrays(gt, preds)
     assert time.perf_counter() - t < 5.0  # 75,000 predictions, 500 images, 3 settings
+
+
+def test_flat_or_nested_prediction_folders_and_stray_files(tmp_path):
+    data = make_data_dir(tmp_path / "data")
+    gt, _ = load_ground_truth(data)
+    preds = {k: np.c_[g.boxes, np.ones(len(g.boxes))] for k, g in gt.items()}
+    flat = {k.split("/")[1]: v for k, v in preds.items()}  # <pred_dir>/<stem>.txt, no event folders
+    write_predictions(tmp_path / "flat", flat)
+    write_predictions(tmp_path / "nested" / "widerface_txt", preds)
+    (tmp_path / "flat" / "notes.txt").write_text("run notes\nevaluated with the old model\n")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        res = evaluate_predictions(data, tmp_path / "flat")
+    assert res["hard"] == 1.0 and res["info"]["missing_predictions"] == 0
+    res = evaluate_predictions(data, tmp_path / "nested")
+    assert res["hard"] == 1.0 and res["info"]["num_images"] == 6
+
+
+def test_evaluate_detector_real_slice(wider_val_dev):
+    gt, _ = load_ground_truth(wider_val_dev)
+
+    class Oracle(Detector):
+        name = "oracle"
+
+        def detect_batch(self, images, batch_size=None, score_threshold=None, nms_threshold=None):
+            return [
+                [Face((x, y, x + w, y + h), 0.9) for x, y, w, h in gt[image_key(p)].boxes] for p in images
+            ]
+
+        def _detect_arrays(self, images, score_threshold, nms_threshold):  # pragma: no cover
+            raise NotImplementedError
+
+    res = evaluate_detector(Oracle(), wider_val_dev, limit=5, progress=False)
+    first5 = sorted(gt)[:5]
+    assert res["info"]["images"] == first5 and res["info"]["gt_source"] == "mat"
+    assert res["info"]["num_faces"] == {s: sum(int(gt[k].keep[s].sum()) for k in first5) for s in SETTINGS}
+    assert [res[s] for s in SETTINGS] == [1.0, 1.0, 1.0]

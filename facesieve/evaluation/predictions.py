@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -109,17 +110,23 @@ def read_predictions(pred_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
     The key comes from the file's path (``<event>/<stem>.txt``; for files directly in
     pred_dir just ``<stem>``), not from the name line, which tools write inconsistently.
-    Files named ``ap.json``-like or non-.txt are ignored.
+    Other files are ignored; a ``.txt`` that is not a prediction file is skipped with a warning
+    (its image then counts as missing).
     """
     root = Path(pred_dir)
     if not root.is_dir():
         raise WiderFaceDataError(f"{root}: prediction directory not found")
     out: dict[str, np.ndarray] = {}
+    bad: list[str] = []
     for p in sorted(root.rglob("*.txt")):
-        rel = p.relative_to(root)
-        key = image_key(rel.as_posix())
-        _, arr = read_prediction_file(p)
-        out[key] = arr
+        try:
+            _, arr = read_prediction_file(p)
+        except WiderFaceDataError as e:
+            bad.append(str(e))
+            continue
+        out[image_key(p.relative_to(root).as_posix())] = arr
+    if bad:
+        warnings.warn(f"{root}: skipped {len(bad)} unreadable .txt file(s), e.g. {bad[0]}", stacklevel=2)
     return out
 
 
