@@ -431,3 +431,10 @@ def test_evaluate_detector_real_slice(wider_val_dev):
     assert res["info"]["images"] == first5 and res["info"]["gt_source"] == "mat"
     assert res["info"]["num_faces"] == {s: sum(int(gt[k].keep[s].sum()) for k in first5) for s in SETTINGS}
     assert [res[s] for s in SETTINGS] == [1.0, 1.0, 1.0]
+
+
+def test_extra_prediction_columns_are_dropped():
+    gt = {"e/a": gt_image(FACES4[:2])}
+    rows = np.array([with_score(FACES4[0], 0.9) + list(range(10)), with_score(FACES4[1], 0.8) + list(range(10))])
+    assert ap(gt, {"e/a": rows[:, :5]}) == 1.0
+    assert evaluate_arrays(gt, {"e/a": rows})["hard"].ap == 1.0

@@ -37,7 +37,8 @@ def faces_to_array(faces: Sequence[Face]) -> np.ndarray:
     return a
 
 
-def _as_pred_array(a: np.ndarray | Sequence, key: str = "") -> np.ndarray:
+def as_pred_array(a: np.ndarray | Sequence, key: str = "") -> np.ndarray:
+    """(N, >=5) array-like -> (N, 5) float64 ``[x, y, w, h, score]`` (extra columns dropped)."""
     arr = np.asarray(a, dtype=np.float64)
     if arr.size == 0:
         return np.zeros((0, 5), dtype=np.float64)
@@ -48,7 +49,7 @@ def _as_pred_array(a: np.ndarray | Sequence, key: str = "") -> np.ndarray:
 
 def format_prediction(stem: str, boxes: np.ndarray) -> str:
     """Text of one prediction file; boxes (N, 5) ``[x, y, w, h, score]``."""
-    arr = _as_pred_array(boxes, stem)
+    arr = as_pred_array(boxes, stem)
     lines = [stem, str(len(arr))]
     lines += [" ".join(repr(float(v)) for v in row) for row in arr]
     return "\n".join(lines) + "\n"
@@ -138,7 +139,7 @@ def match_prediction_keys(
     A prediction matches by its full key, else by its stem (WIDER stems are unique across
     events). Returns ({gt_key: (N, 5)} for matched keys, [gt keys without a prediction]).
     """
-    by_key = {image_key(k): _as_pred_array(v, k) for k, v in predictions.items()}
+    by_key = {image_key(k): as_pred_array(v, k) for k, v in predictions.items()}
     by_stem: dict[str, np.ndarray] = {}
     for k, v in by_key.items():
         by_stem.setdefault(k.rsplit("/", 1)[-1], v)

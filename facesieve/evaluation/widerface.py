@@ -46,6 +46,7 @@ from facesieve.data.widerface import (
     read_eval_mats,
 )
 from facesieve.evaluation.predictions import (
+    as_pred_array,
     faces_to_array,
     match_prediction_keys,
     read_predictions,
@@ -232,7 +233,7 @@ def evaluate_arrays(
     of) those keys, raw scores; keys absent from gt are ignored, gt keys absent from
     predictions have no detections.
     """
-    preds = normalize_scores({k: np.asarray(predictions[k], dtype=np.float64).reshape(-1, 5) for k in gt if k in predictions})
+    preds = normalize_scores({k: as_pred_array(predictions[k], k) for k in gt if k in predictions})
     thresh = thresholds(thresh_num)
     counts = {s: np.zeros((thresh_num, 2), dtype=np.float64) for s in settings}
     faces = {s: 0 for s in settings}
