@@ -347,14 +347,14 @@ def evaluate_detector(
         faces = detector.detect_batch(
             paths[start : start + chunk], batch_size=bs, score_threshold=score_threshold, nms_threshold=nms_threshold
         )
-        for k, f in zip(keys[start : start + chunk], faces):
-            preds[k] = faces_to_array(f)
+        done = {k: faces_to_array(f) for k, f in zip(keys[start : start + chunk], faces)}
+        if out_dir is not None:
+            write_predictions(out_dir, done)  # as we go: an interrupted run keeps what it did
+        preds.update(done)
         if bar is not None:
             bar.update(len(faces))
     if bar is not None:
         bar.close()
-    if out_dir is not None:
-        write_predictions(out_dir, preds)
     result = evaluate_predictions(data_dir, preds, images=keys, gt_source=gt_source)
     result["info"].update(
         {
