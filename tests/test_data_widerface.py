@@ -113,3 +113,14 @@ def test_real_text_gt_matches_mat_files(wider_val_dev):
 def test_read_eval_mats_unknown_key(wider_val_dev):
     with pytest.raises(WiderFaceDataError, match="not in wider_face_val.mat"):
         read_eval_mats(wider_val_dev / "ground_truth", ["0--Parade/no_such_image"])
+
+
+def test_train_mini_text_only_dir(wider_train_mini):
+    d = locate_data_dir(wider_train_mini)
+    assert d.mat_dir is None and d.gt_text.name == "wider_face_train_bbx_gt.txt"
+    anns = read_bbx_gt(d.gt_text)
+    assert list_images(wider_train_mini) == sorted(a.path for a in anns)
+    # declared counts equal the parsed boxes: count lines are the lines right after each path line
+    lines = d.gt_text.read_text().splitlines()
+    declared = [int(lines[i + 1]) for i, ln in enumerate(lines) if ln.strip().endswith(".jpg")]
+    assert [len(a.boxes) for a in anns] == declared

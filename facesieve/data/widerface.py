@@ -9,7 +9,7 @@ Data directory layout (e.g. ``shared/data/wider_val_dev``)::
 
     images/<event>/<file>.jpg
     wider_face_val_bbx_gt.txt          (or wider_face_split/wider_face_val_bbx_gt.txt)
-    wider_val_dev.txt                  optional list of images/<event>/<file>.jpg
+    <dir name>.txt or wider_val_dev.txt   optional list of images/<event>/<file>.jpg
     ground_truth/wider_{face,easy,medium,hard}_val.mat   optional official eval files
 """
 from __future__ import annotations
@@ -266,7 +266,7 @@ def locate_data_dir(data_dir: str | os.PathLike) -> WiderDataDir:
         (d for d in (root / "ground_truth", root, root / "eval_tools" / "ground_truth") if (d / "wider_face_val.mat").is_file()),
         None,
     )
-    list_file = next((root / n for n in LIST_FILE_NAMES if (root / n).is_file()), None)
+    list_file = next((root / n for n in (f"{root.resolve().name}.txt", *LIST_FILE_NAMES) if (root / n).is_file()), None)
     if gt_text is None and mat_dir is None:
         raise WiderFaceDataError(
             f"{root}: no ground truth (neither wider_face_*_bbx_gt.txt nor ground_truth/wider_face_val.mat)"
