@@ -388,10 +388,7 @@ def plot_pr_curves(result: Mapping[str, Any], path: str | os.PathLike, title: st
     """Save the precision-recall curves of every setting to a PNG (matplotlib Agg, atomic)."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: renders with Agg, leaves the user's backend alone
 
     fig = Figure(figsize=(6, 5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
