@@ -218,6 +218,10 @@ def test_usage_errors_exit_2(tmp_path, fake, monkeypatch, capsys):
             main(["detect", str(img), *bad])
         assert e.value.code == 2
 
+    (tmp_path / "file").write_text("x")
+    assert main(["detect", str(img), "--out", str(tmp_path / "file")]) == 2
+    assert "cannot create output directory" in capsys.readouterr().err
+
     def broken_load(*a, **k):
         raise FileNotFoundError("weights file not found: /x.pth")
 

@@ -225,8 +225,11 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
 
     def detect(arrays: list[np.ndarray]) -> list:
-        return detector.detect_batch(arrays, batch_size=len(arrays), score_threshold=args.score_threshold,
-                                     nms_threshold=args.nms_threshold)
+        res = detector.detect_batch(arrays, batch_size=len(arrays), score_threshold=args.score_threshold,
+                                    nms_threshold=args.nms_threshold)
+        if len(res) != len(arrays):
+            raise RuntimeError(f"detector returned {len(res)} results for {len(arrays)} images")
+        return res
 
     jsonl_cm = atomic_open(out_dir / "detections.jsonl", "w", encoding="utf-8") if args.jsonl else contextlib.nullcontext()
     per_image: dict[int, dict[str, Any]] = {}
@@ -260,13 +263,17 @@ def run(args: argparse.Namespace) -> int:
                         atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=2, allow_nan=False) + "\n")
                         entry["json"] = f"{stem}.json"
                 except Exception as e:
+                    if entry["annotated"]:  # a failed image leaves no outputs behind
+                        with contextlib.suppress(OSError):
+                            (out_dir / entry["annotated"]).unlink()
                     fail(i, f"cannot write output: {_describe(e)}")
                     continue
                 per_image[i] = entry
                 summary.processed += 1
                 summary.faces += len(faces)
+                bar.set_postfix(faces=summary.faces, failed=len(failed_at), refresh=False)
                 bar.update(1)
-            del batch
+            del batch, results
 
     summary.images = [per_image[i] for i in sorted(per_image)]
     summary.failed += [{"image": str(paths[i]), "error": failed_at[i]} for i in sorted(failed_at)]
