@@ -1,0 +1,82 @@
+"""MTCNN stage training: tensors/targets layout, and short runs of P-Net (random crops) and
+R-Net (samples mined from a proposer) with checkpoint and resume."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from facesieve.nets.mtcnn import PNet
+from facesieve.training.mtcnn import (
+    MTCNNTrainConfig,
+    MTCNNTrainer,
+    landmarks_to_net,
+    read_stage_state,
+    stage_forward,
+    to_input,
+    train_mtcnn,
+)
+from tests.test_training_retinaface import make_toy_dataset
+
+
+def test_input_normalisation_and_landmark_order():
+    img = np.full((1, 12, 12, 3), 255, np.uint8)
+    img[..., 1] = 0
+    x = to_input(img)
+    assert x.shape == (1, 3, 12, 12)
+    assert torch.allclose(x[0, 0], torch.full((12, 12), 127.5 / 128)) and torch.allclose(x[0, 1], torch.full((12, 12), -127.5 / 128))
+    inter = np.arange(10, dtype=np.float32)[None]  # x0 y0 x1 y1 ...
+    assert landmarks_to_net(inter).tolist() == [[0, 2, 4, 6, 8, 1, 3, 5, 7, 9]]
+
+
+def test_stage_forward_shapes():
+    score, box, lm = stage_forward(PNet(), torch.zeros(3, 3, 12, 12))
+    assert score.shape == (3, 2) and box.shape == (3, 4) and lm.shape == (3, 10)
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=str(data), out=str(out), stage="pnet", batch_size=64, epochs=2, log_every=1,
+                negatives_per_image=20, crops_per_face=30, landmarks_per_face=5, min_face=12, threads=1)
+    base.update(kw)
+    return MTCNNTrainConfig(**base)
+
+
+def test_pnet_training_run_and_resume(tmp_path):
+    data = make_toy_dataset(tmp_path, n=4)
+    run = tmp_path / "pnet"
+    st = train_mtcnn(_cfg(data, run, max_iters=2))
+    assert st.iteration == 2
+    counts = json.loads((run / "summary.json").read_text())["samples"]
+    assert counts["positive"] > 0 and counts["negative"] > 0 and counts["landmark"] > 0
+    # 3:1:1:2 up to the scarcest class
+    assert counts["negative"] <= 3 * min(counts["positive"], counts["part"]) + 3
+    for name in ("pnet.pth", "samples_pnet.npz", "train.csv", "val.csv", "loss.png", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    st2 = train_mtcnn(_cfg(data, run, resume=True, epochs=3))
+    assert st2.iteration > 2 and st2.stopped_by == "schedule"
+    steps = [int(r.split(",")[0]) for r in (run / "train.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, st2.iteration + 1))
+    net = PNet()
+    net.load_state_dict(read_stage_state(str(run / "pnet.pth"), "pnet"))
+    # a full-cascade state dict works too
+    torch.save({f"pnet.{k}": v for k, v in net.state_dict().items()}, tmp_path / "all.pth")
+    assert read_stage_state(str(tmp_path / "all.pth"), "pnet").keys() == net.state_dict().keys()
+
+
+def test_rnet_samples_mined_from_proposer(tmp_path):
+    data = make_toy_dataset(tmp_path, n=2)
+
+    def factory(cfg):
+        def propose(image):
+            h, w = image.shape[:2]
+            rng = np.random.default_rng(h + w)
+            xy = rng.uniform(0, 60, (40, 2))
+            return np.concatenate([xy, xy + rng.uniform(20, 40, (40, 1))], axis=1)
+        return propose
+
+    tr = MTCNNTrainer(_cfg(data, tmp_path / "rnet", stage="rnet", max_iters=1, batch_size=16), proposer_factory=factory)
+    st = tr.run()
+    assert st.iteration == 1
+    s = np.load(tmp_path / "rnet" / "samples_rnet.npz")
+    assert s["images"].shape[1:] == (24, 24, 3)
