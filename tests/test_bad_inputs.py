@@ -87,7 +87,6 @@ def _huge_header_png(path: Path) -> Path:
 
 
 # name -> (make file in dir, expected): expected is a reason substring (error) or the box (x1, y1, x2, y2)
-GOOD = object()
 CASES: dict[str, tuple[Callable[[Path], Path], object]] = {
     "missing.jpg": (lambda p: p, "file not found"),
     "empty.jpg": (lambda p: (p.write_bytes(b""), p)[1], "file is empty (0 bytes)"),

@@ -194,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"facesieve detect: error: cannot create output directory {out_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
 
+    show_progress = not args.quiet and sys.stderr.isatty()
+    if show_progress:
+        print(f"loading {args.model} on {args.device} ...", file=sys.stderr, flush=True)
     t_load = time.perf_counter()
     try:
         detector = facesieve.load(args.model, weights=args.weights, device=args.device)
@@ -218,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True,
-               disable=args.quiet or not sys.stderr.isatty())
+               disable=not show_progress)
 
     def fail(i: int, e: BaseException | str) -> None:
         failed_at[i] = e if isinstance(e, str) else _describe(e)
