@@ -99,3 +99,20 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
             raise Boom
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_write_uses_umask_mode(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        import importlib
+
+        import facesieve.io.atomic as atomic
+
+        importlib.reload(atomic)
+        target = tmp_path / "perm.txt"
+        atomic.atomic_write_text(target, "x")
+        assert (target.stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)
