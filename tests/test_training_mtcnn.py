@@ -80,3 +80,30 @@ def test_rnet_samples_mined_from_proposer(tmp_path):
     assert st.iteration == 1
     s = np.load(tmp_path / "rnet" / "samples_rnet.npz")
     assert s["images"].shape[1:] == (24, 24, 3)
+
+
+def test_proposal_recall_known_answer(tmp_path):
+    from PIL import Image
+
+    from facesieve.data.labels import BoxDataset, ImageLabels
+    from facesieve.training.mtcnn_mining import proposal_recall
+
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "a.png")
+    # faces: 40 px (found), 30 px (missed), 10 px (too small: not counted)
+    ds = BoxDataset(tmp_path, [ImageLabels("a.png", [[0, 0, 40, 40], [50, 50, 80, 80], [0, 90, 10, 100]])])
+    r = proposal_recall(ds, lambda im: np.array([[2, 2, 42, 42], [0, 90, 10, 100]]), min_size=24, iou=0.5)
+    assert (r.faces, r.found, r.proposals) == (2, 1, 2) and r.recall == 0.5
+
+
+def test_write_cascade_loads_with_facesieve(tmp_path):
+    import facesieve
+    from facesieve.training.mtcnn_mining import write_cascade
+
+    net = PNet()
+    torch.nn.init.constant_(net.score.bias, 0.25)
+    torch.save(net.state_dict(), tmp_path / "pnet.pth")
+    write_cascade(tmp_path / "mtcnn.pth", pnet=str(tmp_path / "pnet.pth"))
+    det = facesieve.load("mtcnn", weights=str(tmp_path / "mtcnn.pth"))
+    assert torch.all(det.runner.nets.pnet.score.bias == 0.25)
+    ref = facesieve.load("mtcnn")
+    assert torch.equal(det.runner.nets.onet.fc.weight, ref.runner.nets.onet.fc.weight)  # other stages: released

@@ -83,6 +83,10 @@ def _add_mtcnn(models: argparse._SubParsersAction) -> None:
     q.add_argument("--negatives-per-image", type=int, default=50)
     q.add_argument("--crops-per-face", type=int, default=20)
     q.add_argument("--min-face", type=float, default=20.0, help="smallest face (pixels) for positives/parts")
+    q.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    q.add_argument("--eval-data", metavar="DIR",
+                   help="after training: P-/R-Net proposal recall (faces >= 24 px, IoU 0.5) or O-Net WIDER AP here")
+    q.add_argument("--eval-limit", type=int, help="evaluate only the first N images")
     q.set_defaults(func=run_mtcnn)
 
 

@@ -11,6 +11,8 @@ Run directory::
     RUN_DIR/config.json, train.csv, val.csv, loss.png, summary.json
     RUN_DIR/samples_<stage>.npz     generated samples (reused by --resume / --samples)
     RUN_DIR/<stage>.pth             the trained stage's state dict (our nets.mtcnn names)
+    RUN_DIR/mtcnn.pth               full cascade (this stage + --pnet/--rnet or released
+                                    weights): facesieve.load("mtcnn", weights=RUN_DIR/mtcnn.pth)
     RUN_DIR/checkpoints/last.pt     full state for --resume
 """
 from __future__ import annotations
@@ -58,6 +60,8 @@ class MTCNNTrainConfig:
     pnet / rnet: weights of the earlier stages used to mine R-/O-Net samples (a stage
         .pth from a previous run, an MTCNN checkpoint, or None for the released weights).
     init: start this stage from weights instead of random initialisation.
+    eval_data: after training, measure on this dataset (e.g. a WIDER FACE folder): P-Net /
+        R-Net proposal recall of faces >= 24 px at IoU 0.5, O-Net: WIDER FACE AP.
     samples: a samples .npz to train on instead of generating one.
     decay_epochs: epochs where lr *= 0.1 (default: 60% and 85% of the epochs).
     val_fraction: share of the samples held out for validation metrics.
@@ -93,6 +97,8 @@ class MTCNNTrainConfig:
     log_every: int = 50
     tensorboard: bool = False
     keep_invalid: bool = False
+    eval_data: str | None = None
+    eval_limit: int | None = None
 
     def resolved_decay_epochs(self) -> tuple[float, ...]:
         if self.decay_epochs is not None:
@@ -344,15 +350,55 @@ class MTCNNTrainer:
             self.save()
             plot_curves(self.logger.path("train"), self.run_dir / "loss.png", ["total", "cls", "box", "landmark"],
                         title=f"MTCNN {cfg.stage}")
+            self.write_cascade()
+            evaluation = self.evaluate() if cfg.eval_data else None
             summary = {"stage": cfg.stage, "iterations": st.iteration, "wall_minutes": round(st.elapsed_s / 60, 2),
                        "stopped_by": st.stopped_by, "samples": samples.counts(), "last_losses": st.last,
-                       "val": st.val, "weights": str(self.weights_path)}
+                       "val": st.val, "weights": str(self.weights_path), "eval": evaluation}
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
             self.log(f"done: {st.iteration} iterations in {st.elapsed_s / 60:.1f} min; val {st.val}; "
                      f"weights {self.weights_path}")
         finally:
             self.logger.close()
         return st
+
+    def stage_paths(self) -> dict[str, str | None]:
+        paths: dict[str, str | None] = {"pnet": self.cfg.pnet, "rnet": self.cfg.rnet, "onet": None}
+        paths[self.cfg.stage] = str(self.weights_path)
+        return paths
+
+    def write_cascade(self) -> None:
+        from facesieve.training.mtcnn_mining import write_cascade
+
+        write_cascade(self.run_dir / "mtcnn.pth", **self.stage_paths())
+
+    def evaluate(self) -> dict[str, Any]:
+        """P-/R-Net: proposal recall on cfg.eval_data; O-Net: WIDER FACE AP of the cascade."""
+        from facesieve.data.labels import load_box_dataset
+        from facesieve.training.mtcnn_mining import build_cascade, cascade_proposals, proposal_recall
+
+        cfg = self.cfg
+        if cfg.stage == "onet":
+            from facesieve.api import load
+            from facesieve.evaluation.widerface import evaluate_detector
+
+            det = load("mtcnn", weights=str(self.run_dir / "mtcnn.pth"), device=cfg.device)
+            res = evaluate_detector(det, cfg.eval_data, out_dir=self.run_dir / "eval", limit=cfg.eval_limit,
+                                    progress=False)
+            out: dict[str, Any] = {s: float(res[s]) for s in ("easy", "medium", "hard") if s in res}
+        else:
+            data = load_box_dataset(cfg.eval_data)
+            if cfg.eval_limit is not None:
+                data.items = data.items[: cfg.eval_limit]
+            paths = self.stage_paths()
+            det = build_cascade(paths["pnet"], paths["rnet"], device=cfg.device)
+            upto = "rnet" if cfg.stage == "pnet" else "onet"
+            r = proposal_recall(data, lambda im: cascade_proposals(det, im, upto)[0], progress=_progress("recall"))
+            out = {"recall": r.recall, "faces": r.faces, "found": r.found,
+                   "proposals_per_image": r.proposals_per_image, "iou": r.iou, "min_size": r.min_size}
+        self.logger.log("eval", self.state.iteration, {k: v for k, v in out.items() if isinstance(v, float)})
+        self.log(f"eval: {out}")
+        return out
 
     def step(self, batch: SampleSet, rng: np.random.Generator) -> dict[str, float]:
         images, boxes, lms = batch.images, batch.boxes, batch.landmarks
