@@ -1,0 +1,662 @@
+"""MTCNN detector: the P-Net -> R-Net -> O-Net cascade (Zhang et al., 2016), batched.
+
+The cascade follows the reference implementation (facenet-pytorch, same original weights)
+step by step, so that detections agree with it:
+
+1. Image pyramid: scales ``12 / min_face_size * factor**k`` while the short side stays
+   >= 12 px; level size ``int(h * s + 1) x int(w * s + 1)``, area (box-average) resampling
+   with PyTorch's ``interpolate(mode="area")`` bins, computed from an integral image.
+2. P-Net over every level of every image of the batch: levels are packed into a few
+   canvases (even offsets, an edge map keeps levels from seeing each other), one network
+   call per canvas. Cells with face probability >= thresholds[0] become 12x12 windows;
+   NMS 0.5 per (image, level), NMS 0.7 per image, box regression, squaring.
+3. R-Net on 24x24 area-resampled crops of all candidates of the batch (in chunks), keep
+   probability > thresholds[1], NMS 0.7, regression, squaring.
+4. O-Net on 48x48 crops with landmarks, keep probability > thresholds[2], regression,
+   final NMS in the "min" overlap mode (``nms_threshold``, default 0.7).
+
+Boxes follow the reference's pixel convention: (x1, y1) is the 1-based index of the first
+pixel and (x2, y2) the 1-based index of the last, so a box spans the continuous 0-based
+range [x1 - 1, x2] x [y1 - 1, y2]; landmarks are 0-based continuous (x, y) pixels.
+``Face.box`` reports the continuous range (x1 - 1, y1 - 1, x2, y2) unless
+``box_convention="reference"``.
+
+The three network calls are behind ``MTCNNRunner`` (``pnet``, ``rnet``, ``onet`` on float32
+NCHW numpy arrays) so another backend (e.g. ONNX Runtime) can replace the torch one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from facesieve.detectors.base import Detector
+from facesieve.nets.mtcnn import IMAGE_MEAN, IMAGE_SCALE, MTCNNNets, face_probability
+from facesieve.types import Face, faces_from_arrays
+from facesieve.weights.mtcnn import load_into, load_mtcnn_state_dict
+
+EDGE_VALUE = -1.0e4
+"""Added to P-Net's first activations outside the packed levels; far below any real value
+(|conv1| <= sum|w| + |b| < 10 on inputs in [-1, 1]), so max-pooling never picks it."""
+
+PNET_CELL = 12
+PNET_STRIDE = 2
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+class MTCNNRunner(Protocol):
+    """The three network calls. Inputs float32 NCHW, RGB, (pixel - 127.5) / 128."""
+
+    def pnet(self, x: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, 3, H, W), edge (N, 1, H - 2, W - 2) (see ``PNet.forward``) ->
+        face probability (N, H', W') and box regression (N, 4, H', W')."""
+
+    def rnet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, 3, 24, 24) -> probability (N,), box regression (N, 4)."""
+
+    def onet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x (N, 3, 48, 48) -> probability (N,), box regression (N, 4), landmarks (N, 10)."""
+
+
+class TorchMTCNNRunner:
+    """``MTCNNRunner`` on PyTorch modules (channels-last, inference mode)."""
+
+    def __init__(self, nets: MTCNNNets, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.nets = nets.eval().to(self.device, memory_format=torch.channels_last)
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+
+    def pnet(self, x: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = self.nets.pnet(self._tensor(x), torch.from_numpy(edge).to(self.device))
+            prob = face_probability(out.score)
+            return prob.cpu().numpy(), out.box.contiguous().cpu().numpy()
+
+    def rnet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = self.nets.rnet(self._tensor(x))
+            return face_probability(out.score).cpu().numpy(), out.box.cpu().numpy()
+
+    def onet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = self.nets.onet(self._tensor(x), landmarks=True)
+            assert out.landmarks is not None
+            return (face_probability(out.score).cpu().numpy(), out.box.cpu().numpy(),
+                    out.landmarks.cpu().numpy())
+
+
+# ----------------------------------------------------------------------------- resampling
+
+
+class IntegralImages:
+    """Summed-area tables of a batch of RGB uint8 images in one flat (rows, 3) uint32 table.
+
+    Image i's table is ``sat(i)``, (H + 1, W + 1, 3): entry [y, x] = sum of pixels [0, y) x
+    [0, x). Entries wrap modulo 2**32, yet the difference of four entries is exact for any
+    rectangle whose true sum is < 2**32 (every resampling bin here), even on huge images.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray]) -> None:
+        self.shapes = [im.shape[:2] for im in images]
+        sizes = np.array([(h + 1) * (w + 1) for h, w in self.shapes], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.table = np.empty((int(sizes.sum()), 3), np.uint32)
+        for i, im in enumerate(images):
+            cv2.integral(np.ascontiguousarray(im), sum=self.sat(i).view(np.int32), sdepth=cv2.CV_32S)
+
+    def sat(self, i: int) -> np.ndarray:
+        h, w = self.shapes[i]
+        o = int(self.offsets[i])
+        return self.table[o:o + (h + 1) * (w + 1)].reshape(h + 1, w + 1, 3)
+
+
+def area_bins(start: np.ndarray, length: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bins of PyTorch's area resampling (adaptive average pooling) of ``length`` pixels
+    starting at ``start`` onto ``size`` outputs: bin i covers [lo, hi) with
+    lo = start + floor(i * length / size), hi = start + ceil((i + 1) * length / size).
+
+    start, length: (N,) ints -> lo, hi: (N, size) int64.
+    """
+    i = np.arange(size, dtype=np.int64)[None, :]
+    start = np.asarray(start, dtype=np.int64)[:, None]
+    length = np.asarray(length, dtype=np.int64)[:, None]
+    return start + (i * length) // size, start + ((i + 1) * length + size - 1) // size
+
+
+def normalize(pixels: np.ndarray) -> np.ndarray:
+    """RGB 0..255 float32 -> network input ``(pixel - 127.5) * (1 / 128)``, in place."""
+    pixels -= np.float32(IMAGE_MEAN)
+    pixels *= np.float32(IMAGE_SCALE)
+    return pixels
+
+
+def resize_area(sat: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Whole image (given by its (H + 1, W + 1, 3) summed-area table) -> (height, width, 3)
+    float32 0..255, equal to ``torch.nn.functional.interpolate(img, (height, width),
+    mode="area")`` (bin sum / bin height / bin width in float32)."""
+    h_in, w_in = sat.shape[0] - 1, sat.shape[1] - 1
+    ylo, yhi = area_bins(np.zeros(1), np.array([h_in]), height)
+    xlo, xhi = area_bins(np.zeros(1), np.array([w_in]), width)
+    rows = sat[yhi[0]] - sat[ylo[0]]  # (height, W + 1, 3): contiguous row gathers
+    out = (rows[:, xhi[0]] - rows[:, xlo[0]]).astype(np.float32)
+    out /= (yhi[0] - ylo[0]).astype(np.float32)[:, None, None]
+    out /= (xhi[0] - xlo[0]).astype(np.float32)[None, :, None]
+    return out
+
+
+def crop_resize_area(ii: IntegralImages, image: np.ndarray, y0: np.ndarray, y1: np.ndarray,
+                     x0: np.ndarray, x1: np.ndarray, size: int) -> np.ndarray:
+    """Crops rows [y0, y1) x cols [x0, x1) (0-based, inside image ``image[k]``, non-empty),
+    each area-resampled to (size, size) like ``resize_area`` -> (N, size, size, 3) float32
+    0..255. All crops of all images in four vectorised gathers."""
+    ylo, yhi = area_bins(y0, y1 - y0, size)
+    xlo, xhi = area_bins(x0, x1 - x0, size)
+    stride = np.array([w + 1 for _, w in ii.shapes], np.int64)[image][:, None]
+    base = ii.offsets[image][:, None]
+    row_hi = (base + yhi * stride)[:, :, None]
+    row_lo = (base + ylo * stride)[:, :, None]
+    xh, xl = xhi[:, None, :], xlo[:, None, :]
+    t = ii.table
+    s = np.take(t, row_hi + xh, axis=0)
+    s -= np.take(t, row_lo + xh, axis=0)
+    s -= np.take(t, row_hi + xl, axis=0)
+    s += np.take(t, row_lo + xl, axis=0)
+    out = s.astype(np.float32)
+    out /= (yhi - ylo).astype(np.float32)[:, :, None, None]
+    out /= (xhi - xlo).astype(np.float32)[:, None, :, None]
+    return out
+
+
+# ----------------------------------------------------------------------------- pyramid
+
+
+def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
+    """Scales 12 / min_face_size * factor**k while min(height, width) * scale >= 12
+    (the reference's running products, so level sizes match it exactly)."""
+    scale = PNET_CELL / float(min_face_size)
+    min_side = min(height, width) * scale
+    scales = []
+    while min_side >= PNET_CELL:
+        scales.append(scale)
+        scale *= factor
+        min_side *= factor
+    return scales
+
+
+def level_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """Pyramid level (h, w) in pixels for ``scale``."""
+    return int(height * scale + 1), int(width * scale + 1)
+
+
+def pnet_output_size(n: int) -> int:
+    """P-Net output cells along a side of n >= 12 input pixels: ceil((n - 2) / 2) - 4."""
+    return (n - 1) // 2 - 4
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A band of rows of one pyramid level, placed on a P-Net canvas.
+
+    image / level: indices; row0: first level row of the band (even); rows x cols: band
+    size in pixels; canvas, y, x: placement (y, x even); out_row0: first P-Net output row
+    of the level that this band yields, out_rows: how many.
+    """
+
+    image: int
+    level: int
+    row0: int
+    rows: int
+    cols: int
+    canvas: int
+    y: int
+    x: int
+    out_row0: int
+    out_rows: int
+
+
+def split_rows(height: int, width: int, max_pixels: int) -> list[tuple[int, int, int, int]]:
+    """Split a level of (height, width) px into row bands of <= max_pixels (when possible)
+    whose P-Net outputs together are exactly those of the whole level.
+
+    Bands overlap by 10 rows (P-Net's 12-row window minus its stride) and inner bands have
+    an even height. Returns (row0, rows, out_row0, out_rows) per band.
+    """
+    total_out = pnet_output_size(height)
+    band = max(PNET_CELL + 2, (max_pixels // max(width, 1)) // 2 * 2)
+    if height <= band:
+        return [(0, height, 0, total_out)]
+    out: list[tuple[int, int, int, int]] = []
+    row0, out_row0 = 0, 0
+    while True:
+        rows = min(band, height - row0)
+        if row0 + rows >= height:
+            out.append((row0, height - row0, out_row0, total_out - out_row0))
+            return out
+        n_out = (rows - PNET_CELL) // PNET_STRIDE + 1
+        out.append((row0, rows, out_row0, n_out))
+        out_row0 += n_out
+        row0 += n_out * PNET_STRIDE
+
+
+def pack_pieces(sizes: Sequence[tuple[int, int]], width: int, max_height: int
+                ) -> list[tuple[int, int, int]]:
+    """Skyline packing of (rows, cols) rectangles, each rounded up to even sizes, into
+    canvases ``width`` wide and at most ``max_height`` tall (a rectangle that alone is
+    bigger gets its own canvas). Returns (canvas, y, x) per rectangle, y and x even."""
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i][0], -sizes[i][1]))
+    result: list[tuple[int, int, int]] = [(0, 0, 0)] * len(sizes)
+    canvas = 0
+    skyline: list[list[int]] = [[0, width, 0]]  # segments [x, w, top]
+    used = False
+    for i in order:
+        h = sizes[i][0] + (sizes[i][0] & 1)
+        w = sizes[i][1] + (sizes[i][1] & 1)
+        best: tuple[int, int, int] | None = None  # (top, x, segment index)
+        for s, (sx, _, _) in enumerate(skyline):
+            if sx + w > width and best is not None:
+                break
+            top, covered, j = 0, 0, s
+            while covered < w and j < len(skyline):
+                top = max(top, skyline[j][2])
+                covered = skyline[j][0] + skyline[j][1] - sx
+                j += 1
+            if best is None or top < best[0]:
+                best = (top, sx, s)
+        assert best is not None
+        top, x, _ = best
+        if used and top + h > max_height:
+            canvas += 1
+            skyline = [[0, max(width, w), 0]]
+            top, x = 0, 0
+        result[i] = (canvas, top, x)
+        used = True
+        # Raise the skyline over [x, x + w) to top + h.
+        new: list[list[int]] = []
+        for sx, sw, st in skyline:
+            end = sx + sw
+            if end <= x or sx >= x + w:
+                new.append([sx, sw, st])
+                continue
+            if sx < x:
+                new.append([sx, x - sx, st])
+            if end > x + w:
+                new.append([x + w, end - (x + w), st])
+        new.append([x, w, top + h])
+        new.sort()
+        merged: list[list[int]] = []
+        for seg in new:
+            if merged and merged[-1][2] == seg[2] and merged[-1][0] + merged[-1][1] == seg[0]:
+                merged[-1][1] += seg[1]
+            else:
+                merged.append(seg)
+        skyline = merged
+    return result
+
+
+# ----------------------------------------------------------------------------- box maths
+
+
+def square_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) xyxy -> squares with side max(w, h) (w = x2 - x1), same centre (float32)."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    out = np.empty_like(boxes)
+    out[:, 0] = boxes[:, 0] + w * np.float32(0.5) - side * np.float32(0.5)
+    out[:, 1] = boxes[:, 1] + h * np.float32(0.5) - side * np.float32(0.5)
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def regress_boxes(boxes: np.ndarray, reg: np.ndarray, inclusive: bool) -> np.ndarray:
+    """Apply (dx1, dy1, dx2, dy2) offsets in units of the box size; size = x2 - x1, plus 1
+    when ``inclusive`` (the reference uses +1 after R-Net and O-Net, not after P-Net)."""
+    one = np.float32(1.0 if inclusive else 0.0)
+    w = boxes[:, 2] - boxes[:, 0] + one
+    h = boxes[:, 3] - boxes[:, 1] + one
+    wh = np.stack([w, h, w, h], axis=1)
+    return boxes + reg * wh
+
+
+def crop_windows(boxes: np.ndarray, width: np.ndarray | int, height: np.ndarray | int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Reference cropping: truncate to ints, clip to [1, size] (1-based inclusive), crop
+    0-based rows [y1 - 1, y2) and cols [x1 - 1, x2). Returns (y0, y1, x0, x1, ok) with
+    ok marking non-empty crops."""
+    b = np.trunc(boxes).astype(np.int64)
+    x0 = np.maximum(b[:, 0], 1) - 1
+    y0 = np.maximum(b[:, 1], 1) - 1
+    x1 = np.minimum(b[:, 2], width)
+    y1 = np.minimum(b[:, 3], height)
+    ok = (x1 > x0) & (y1 > y0)
+    return y0, y1, x0, x1, ok
+
+
+# ----------------------------------------------------------------------------- NMS
+
+
+def _overlap_pairs(boxes: np.ndarray, groups: np.ndarray, threshold: float, mode: str,
+                   offset: float, max_pairs: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (a, b), a < b, of boxes in the same group whose overlap is > threshold.
+
+    Groups are shifted apart along x; candidate pairs come from a sweep over x (boxes
+    sorted by x1, each paired with the following boxes that start before its x2),
+    evaluated ``max_pairs`` at a time.
+    """
+    n = len(boxes)
+    span = float(boxes.max() - min(float(boxes.min()), 0.0)) + 1.0 + abs(offset)
+    shift = groups.astype(np.float64) * span
+    x1 = boxes[:, 0] + shift
+    order = np.argsort(x1, kind="stable")
+    sx1 = x1[order]
+    end = np.searchsorted(sx1, boxes[order, 2] + shift[order] + offset, side="left")
+    counts = np.maximum(end - np.arange(n) - 1, 0)
+    area = (boxes[:, 2] - boxes[:, 0] + offset) * (boxes[:, 3] - boxes[:, 1] + offset)
+    out_a: list[np.ndarray] = []
+    out_b: list[np.ndarray] = []
+    csum = np.cumsum(counts)
+    start = 0
+    while start < n:
+        stop = int(np.searchsorted(csum, (csum[start - 1] if start else 0) + max_pairs, side="right"))
+        stop = max(stop, start + 1)
+        c = counts[start:stop]
+        total = int(c.sum())
+        if total:
+            p = np.repeat(np.arange(start, stop), c)
+            q = p + 1 + np.arange(total) - np.repeat(np.cumsum(c) - c, c)
+            a, b = order[p], order[q]
+            w = np.minimum(boxes[a, 2], boxes[b, 2]) - np.maximum(boxes[a, 0], boxes[b, 0]) + offset
+            h = np.minimum(boxes[a, 3], boxes[b, 3]) - np.maximum(boxes[a, 1], boxes[b, 1]) + offset
+            inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+            if mode == "min":
+                denom = np.minimum(area[a], area[b])
+            else:
+                denom = area[a] + area[b] - inter
+            hit = inter / np.maximum(denom, np.finfo(np.float64).tiny) > threshold
+            out_a.append(np.minimum(a[hit], b[hit]))
+            out_b.append(np.maximum(a[hit], b[hit]))
+        start = stop
+    if not out_a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_a), np.concatenate(out_b)
+
+
+def nms_sparse(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray | None,
+               iou_threshold: float, mode: str = "union", offset: float = 0.0) -> np.ndarray:
+    """Greedy NMS per group with the results of ``facesieve.ops.batched_nms`` (same kept
+    indices, highest score first; ties broken by input order), fast for thousands of boxes.
+
+    Works on the sparse graph of overlapping pairs: in each vectorised round, boxes whose
+    higher-scored neighbours are all suppressed are kept, and boxes with a kept higher-scored
+    neighbour are suppressed. Every round settles at least the best unsettled box.
+    boxes: (N, 4) xyxy px; scores: (N,); groups: (N,) ints or None; mode "union" / "min".
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    if mode not in ("union", "min"):
+        raise ValueError(f"nms mode must be 'union' or 'min', got {mode!r}")
+    order = np.argsort(-np.asarray(scores).reshape(-1), kind="stable")
+    g = np.zeros(n, np.int64) if groups is None else np.asarray(groups).reshape(-1)[order]
+    hi, lo = _overlap_pairs(boxes[order], g, iou_threshold, mode, offset)  # ranks: hi beats lo
+    state = np.zeros(n, np.int8)  # 0 open, 1 kept, 2 suppressed
+    while hi.size:
+        blocked = np.zeros(n, bool)
+        blocked[lo] = True  # every remaining pair has an open or kept higher box
+        state[(state == 0) & ~blocked] = 1
+        hit = np.zeros(n, bool)
+        hit[lo[state[hi] == 1]] = True
+        state[(state == 0) & hit] = 2
+        live = (state[lo] == 0) & (state[hi] != 2)
+        hi, lo = hi[live], lo[live]
+    state[state == 0] = 1
+    return order[state == 1]
+
+
+# ----------------------------------------------------------------------------- detector
+
+
+class MTCNNDetector(Detector):
+    """MTCNN cascade. Options (all keyword, all in pixels / probabilities):
+
+    min_face_size: smallest face searched, px (default 20); factor: pyramid step (0.709);
+    thresholds: (P-Net, R-Net, O-Net) probability thresholds (0.6, 0.7, 0.7); a call's
+        ``score_threshold`` replaces the O-Net threshold;
+    nms_threshold: final "min"-mode NMS overlap (0.7);
+    pnet_max_pixels: canvas size bound for one P-Net call (memory), px;
+    rnet_batch / onet_batch: crops per R-Net / O-Net call;
+    box_convention: "continuous" (0-based [x1 - 1, x2], default) or "reference".
+    """
+
+    name = "mtcnn"
+    default_batch_size = 8
+
+    def __init__(
+        self,
+        runner: MTCNNRunner,
+        min_face_size: float = 20.0,
+        factor: float = 0.709,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        nms_threshold: float = 0.7,
+        pnet_max_pixels: int = 1_500_000,
+        rnet_batch: int = 2048,
+        onet_batch: int = 512,
+        box_convention: str = "continuous",
+    ) -> None:
+        if min_face_size <= 0:
+            raise ValueError(f"min_face_size must be > 0, got {min_face_size}")
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        if len(thresholds) != 3:
+            raise ValueError(f"thresholds must be 3 probabilities (P-, R-, O-Net), got {thresholds}")
+        if box_convention not in ("continuous", "reference"):
+            raise ValueError(f"box_convention must be 'continuous' or 'reference', got {box_convention!r}")
+        self.runner = runner
+        self.min_face_size = float(min_face_size)
+        self.factor = float(factor)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.score_threshold = self.thresholds[2]
+        self.nms_threshold = float(nms_threshold)
+        self.pnet_max_pixels = int(pnet_max_pixels)
+        self.rnet_batch = max(1, int(rnet_batch))
+        self.onet_batch = max(1, int(onet_batch))
+        self.box_convention = box_convention
+
+    # -------------------------------------------------------------------- stage 1
+
+    def _stage_pnet(self, images: Sequence[np.ndarray], ii: IntegralImages
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All pyramid levels of all images through P-Net. Returns, per candidate after the
+        per-level and per-image NMS: image index (N,), window boxes (N, 4) float32 in
+        reference coordinates, scores (N,), regression (N, 4)."""
+        t0 = self.thresholds[0]
+        levels: list[tuple[int, float, int, int]] = []  # (image, scale, h, w)
+        for i, im in enumerate(images):
+            h, w = im.shape[:2]
+            for s in pyramid_scales(h, w, self.min_face_size, self.factor):
+                levels.append((i, s, *level_size(h, w, s)))
+        empty = (np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                 np.zeros((0, 4), np.float32))
+        if not levels:
+            return empty
+        # Canvas width: room for the two largest levels of an image side by side.
+        width = 0
+        for i in range(len(images)):
+            ws = [w + (w & 1) for img_i, _, _, w in levels if img_i == i]
+            width = max(width, sum(ws[:2]))
+        bands = []  # (level index, row0, rows, out_row0, out_rows)
+        for li, (_, _, h, w) in enumerate(levels):
+            for row0, rows, out_row0, out_rows in split_rows(h, w, self.pnet_max_pixels):
+                bands.append((li, row0, rows, out_row0, out_rows))
+        max_height = max(PNET_CELL + 2, self.pnet_max_pixels // width)
+        places = pack_pieces([(b[2], levels[b[0]][3]) for b in bands], width, max_height)
+        pieces = [
+            Piece(levels[li][0], li, row0, rows, levels[li][3], c, y, x, out_row0, out_rows)
+            for (li, row0, rows, out_row0, out_rows), (c, y, x) in zip(bands, places)
+        ]
+        resized: dict[int, np.ndarray] = {}
+        cand_img, cand_lvl, cand_y, cand_x, cand_score, cand_reg = [], [], [], [], [], []
+        for c in range(max(p.canvas for p in pieces) + 1):
+            on = [p for p in pieces if p.canvas == c]
+            ch = max(p.y + p.rows + (p.rows & 1) for p in on)
+            cw = max(p.x + p.cols + (p.cols & 1) for p in on)
+            canvas = np.zeros((1, ch, cw, 3), np.float32)
+            edge = np.full((1, 1, ch - 2, cw - 2), EDGE_VALUE, np.float32)
+            level_map = np.full((pnet_output_size(ch), pnet_output_size(cw)), -1, np.int32)
+            for k, p in enumerate(on):
+                img_i, scale, lh, lw = levels[p.level]
+                if p.level not in resized:
+                    resized[p.level] = normalize(resize_area(ii.sat(img_i), lh, lw))
+                canvas[0, p.y:p.y + p.rows, p.x:p.x + p.cols] = resized[p.level][p.row0:p.row0 + p.rows]
+                edge[0, 0, p.y:p.y + p.rows - 2, p.x:p.x + p.cols - 2] = 0.0
+                oy, ox = p.y // 2, p.x // 2
+                level_map[oy:oy + p.out_rows, ox:ox + pnet_output_size(p.cols)] = k
+            prob, reg = self.runner.pnet(canvas.transpose(0, 3, 1, 2), edge)
+            prob, reg = prob[0], reg[0]
+            hit = (prob >= t0) & (level_map >= 0)
+            ys, xs = np.nonzero(hit)
+            if ys.size == 0:
+                continue
+            k = level_map[ys, xs]
+            py = np.array([p.y // 2 - p.out_row0 for p in on], np.int64)[k]
+            px = np.array([p.x // 2 for p in on], np.int64)[k]
+            cand_img.append(np.array([p.image for p in on], np.int64)[k])
+            cand_lvl.append(np.array([p.level for p in on], np.int64)[k])
+            cand_y.append(ys - py)
+            cand_x.append(xs - px)
+            cand_score.append(prob[ys, xs])
+            cand_reg.append(reg[:, ys, xs].T)
+        if not cand_img:
+            return empty
+        img_idx = np.concatenate(cand_img)
+        lvl = np.concatenate(cand_lvl)
+        gy = np.concatenate(cand_y).astype(np.float32)
+        gx = np.concatenate(cand_x).astype(np.float32)
+        score = np.concatenate(cand_score).astype(np.float32)
+        reg = np.concatenate(cand_reg).astype(np.float32)
+        scale = np.array([lv[1] for lv in levels], np.float32)[lvl]
+        # Window of cell (gy, gx) in the reference's 1-based pixel coordinates.
+        stride, cell = np.float32(PNET_STRIDE), np.float32(PNET_CELL)
+        boxes = np.stack([
+            np.floor((stride * gx + 1) / scale), np.floor((stride * gy + 1) / scale),
+            np.floor((stride * gx + cell) / scale), np.floor((stride * gy + cell) / scale),
+        ], axis=1).astype(np.float32)
+        # Level order first, so that ties keep the reference's order.
+        order = np.lexsort((gx, gy, lvl))
+        img_idx, lvl, boxes, score, reg = img_idx[order], lvl[order], boxes[order], score[order], reg[order]
+        keep = nms_sparse(boxes, score, lvl, 0.5)
+        keep = keep[np.argsort(lvl[keep], kind="stable")]  # by level, then score (as the reference)
+        img_idx, boxes, score, reg = img_idx[keep], boxes[keep], score[keep], reg[keep]
+        keep = nms_sparse(boxes, score, img_idx, 0.7)
+        return img_idx[keep], boxes[keep], score[keep], reg[keep]
+
+    # -------------------------------------------------------------------- crops
+
+    def _crops(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray, size: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Reference crops of ``boxes`` (reference coordinates) of images ``img_idx``,
+        area-resampled to size x size and normalised -> (N_ok, size, size, 3) float32 in box
+        order, and the (N,) bool mask of the boxes with a non-empty crop."""
+        hw = np.array(ii.shapes, np.int64).reshape(-1, 2)[img_idx]
+        y0, y1, x0, x1, ok = crop_windows(boxes, hw[:, 1], hw[:, 0])
+        crops = crop_resize_area(ii, img_idx[ok], y0[ok], y1[ok], x0[ok], x1[ok], size)
+        return normalize(crops), ok
+
+    # -------------------------------------------------------------------- cascade
+
+    def detect_arrays_raw(self, images: Sequence[np.ndarray], score_threshold: float | None = None,
+                          nms_threshold: float | None = None
+                          ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Run the cascade on RGB uint8 (H, W, 3) arrays. Returns per image (boxes (N, 4)
+        float32 in the reference convention, scores (N,), landmarks (N, 5, 2) 0-based px),
+        sorted by decreasing score."""
+        t1 = self.thresholds[1]
+        t2 = self.thresholds[2] if score_threshold is None else float(score_threshold)
+        nt = self.nms_threshold if nms_threshold is None else float(nms_threshold)
+        n_img = len(images)
+        ii = IntegralImages(images)
+        img_idx, boxes, _, reg = self._stage_pnet(images, ii)
+
+        # P-Net regression (sizes without +1), squaring.
+        boxes = square_boxes(regress_boxes(boxes, reg, inclusive=False))
+
+        # R-Net.
+        if len(boxes):
+            crops, ok = self._crops(ii, img_idx, boxes, 24)
+            img_idx, boxes = img_idx[ok], boxes[ok]
+            prob, reg = self._run_chunks(self.runner.rnet, crops, self.rnet_batch)
+            keep = prob > t1
+            img_idx, boxes, prob, reg = img_idx[keep], boxes[keep], prob[keep], reg[keep]
+            keep = nms_sparse(boxes, prob, img_idx, 0.7)
+            img_idx, boxes, reg = img_idx[keep], boxes[keep], reg[keep]
+            boxes = square_boxes(regress_boxes(boxes, reg, inclusive=True))
+
+        # O-Net.
+        out_boxes = np.zeros((0, 4), np.float32)
+        out_scores = np.zeros(0, np.float32)
+        out_lms = np.zeros((0, 5, 2), np.float32)
+        out_img = np.zeros(0, np.int64)
+        if len(boxes):
+            crops, ok = self._crops(ii, img_idx, boxes, 48)
+            img_idx, boxes = img_idx[ok], boxes[ok]
+            prob, reg, lm = self._run_chunks(self.runner.onet, crops, self.onet_batch)
+            keep = prob > t2
+            img_idx, boxes, prob, reg, lm = img_idx[keep], boxes[keep], prob[keep], reg[keep], lm[keep]
+            one = np.float32(1.0)
+            w = (boxes[:, 2] - boxes[:, 0] + one)[:, None]
+            h = (boxes[:, 3] - boxes[:, 1] + one)[:, None]
+            lx = w * lm[:, :5] + boxes[:, 0:1] - one
+            ly = h * lm[:, 5:] + boxes[:, 1:2] - one
+            boxes = regress_boxes(boxes, reg, inclusive=True)
+            keep = nms_sparse(boxes, prob, img_idx, nt, mode="min", offset=1.0)
+            out_img, out_boxes, out_scores = img_idx[keep], boxes[keep], prob[keep]
+            out_lms = np.stack([lx[keep], ly[keep]], axis=2)
+        result = []
+        for i in range(n_img):
+            sel = np.nonzero(out_img == i)[0]
+            result.append((out_boxes[sel], out_scores[sel], out_lms[sel]))
+        return result
+
+    @staticmethod
+    def _run_chunks(fn, crops: np.ndarray, chunk: int) -> tuple[np.ndarray, ...]:
+        """Apply a runner call to NHWC crops in chunks of ``chunk``; concatenate outputs."""
+        outs = [fn(crops[s:s + chunk].transpose(0, 3, 1, 2)) for s in range(0, len(crops), chunk)]
+        if not outs:
+            return ()
+        return tuple(np.concatenate(parts) for parts in zip(*outs))
+
+    def _detect_arrays(self, images: Sequence[np.ndarray], score_threshold: float,
+                       nms_threshold: float) -> list[list[Face]]:
+        out = []
+        for boxes, scores, lms in self.detect_arrays_raw(images, score_threshold, nms_threshold):
+            if self.box_convention == "continuous":
+                boxes = boxes - np.array([1, 1, 0, 0], np.float32)
+            out.append(faces_from_arrays(boxes, scores, lms, detector=self.name))
+        return out
+
+
+def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", **options) -> MTCNNDetector:
+    """``facesieve.load("mtcnn", weights=None | dir with det1-3.npy | .pt, device, **options)``.
+
+    Default weights: the original MTCNN weights from the PyPI ``mtcnn`` package, converted
+    and cached at first use. ``score_threshold`` sets the O-Net threshold unless
+    ``thresholds`` is given. Other options: see ``MTCNNDetector``.
+    """
+    if name != "mtcnn":
+        raise ValueError(f"unknown MTCNN model {name!r}")
+    nets = MTCNNNets()
+    load_into(nets, load_mtcnn_state_dict(weights), source=str(weights or "mtcnn package weights"))
+    score_threshold = options.pop("score_threshold", None)
+    if score_threshold is not None and "thresholds" not in options:
+        t = (0.6, 0.7, float(score_threshold))
+        options["thresholds"] = t
+    return MTCNNDetector(TorchMTCNNRunner(nets, device), **options)
