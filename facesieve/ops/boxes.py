@@ -46,9 +46,26 @@ def nms(
         return np.zeros(0, dtype=np.int64)
     if mode not in ("union", "min"):
         raise ValueError(f"nms mode must be 'union' or 'min', got {mode!r}")
+    order = np.argsort(-scores, kind="stable")
+    if mode == "union" and boxes.shape[0] > SPARSE_NMS_MIN_BOXES and 0.0 < iou_threshold < 1.0:
+        keep = _greedy_sparse(boxes[order], float(iou_threshold), offset)
+        if keep is not None:
+            return order[keep]
+    return order[_greedy_loop(boxes[order], iou_threshold, mode, offset)]
+
+
+SPARSE_NMS_MIN_BOXES = 64
+"""Above this many boxes, IoU NMS goes through ``_greedy_sparse`` (same result, no per-box loop)."""
+
+_SPARSE_NMS_MAX_PAIRS = 4_000_000
+"""Candidate-pair budget of ``_greedy_sparse``; beyond it (boxes piled on one spot) the loop runs."""
+
+
+def _greedy_loop(boxes: np.ndarray, iou_threshold: float, mode: str, offset: float) -> np.ndarray:
+    """Greedy NMS of score-sorted (N, 4) boxes, one kept box per iteration; kept positions, ascending."""
     x1, y1, x2, y2 = boxes.T
     areas = (x2 - x1 + offset) * (y2 - y1 + offset)
-    order = np.argsort(-scores, kind="stable")
+    order = np.arange(boxes.shape[0])
     keep = []
     while order.size > 0:
         i = order[0]
@@ -66,6 +83,93 @@ def nms(
         overlap = inter / np.maximum(denom, np.finfo(np.float64).tiny)
         order = rest[overlap <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def _greedy_sparse(boxes: np.ndarray, iou_threshold: float, offset: float) -> np.ndarray | None:
+    """Greedy IoU NMS of score-sorted (N, 4) boxes without a per-box Python loop.
+
+    Returns the kept positions (ascending), identical to ``_greedy_loop``, or None when
+    the shortcut does not apply (non-finite or empty boxes, too many candidate pairs).
+
+    1. Candidate pairs. IoU is at most the 1-D IoU of the x intervals (and of the y
+       intervals), so IoU > t needs both > t. In x that bounds the centre distance by
+       wi (1 - t) / (1 + t) from the wider box i of the pair; in y, with the height ratio
+       in (t, 1/t), by hi (1 - t) / (2 t) from either box. Boxes are bucketed in
+       horizontal stripes and sorted by (stripe, cx); one searchsorted per (box, stripe in
+       its y reach) lists the boxes in its x reach.
+    2. The exact IoU test of the loop (same arithmetic, so the same decisions) keeps the
+       edges "i suppresses j if i is kept" (i before j in score order).
+    3. Resolution in rounds: j is suppressed once a kept i points at it, kept once every
+       i pointing at it is suppressed. The first undecided box is decided in every round,
+       and the rounds take as many steps as the longest chain of overlaps (a few).
+    """
+    x1, y1, x2, y2 = boxes.T
+    w = x2 - x1 + offset
+    h = y2 - y1 + offset
+    if not (np.isfinite(boxes).all() and (w > 0).all() and (h > 0).all()):
+        return None
+    n = boxes.shape[0]
+    t = iou_threshold
+    cx = (x1 + x2) * 0.5
+    cy = (y1 + y2) * 0.5
+    # reaches, widened a little so float rounding never drops a pair (the IoU test decides)
+    rx = w * ((1.0 - t) / (1.0 + t)) * (1.0 + 1e-6) + 1e-6
+    ry = h * ((1.0 - t) / (2.0 * t)) * (1.0 + 1e-6) + 1e-6
+    y0 = float(cy.min())
+    stripe = max(float(np.median(ry)) * 2.0, float(cy.max() - y0) / 4096.0, 1e-6)
+    sid = np.floor((cy - y0) / stripe).astype(np.int64)
+    last = int(sid.max())
+    rx_max = float(rx.max())
+    span = float(cx.max() - cx.min()) + 2.0 * rx_max + 1.0  # one stripe's key range
+    local = cx - float(cx.min()) + rx_max  # in [rx_max, span - rx_max - 1]
+    key = sid * span + local
+    by_key = np.argsort(key, kind="stable")
+    sorted_key = key[by_key]
+    eps = 1e-9 * max(1.0, float(sorted_key[-1]))
+    s_lo = np.clip(np.floor((cy - ry - y0) / stripe).astype(np.int64), 0, last)
+    s_hi = np.clip(np.floor((cy + ry - y0) / stripe).astype(np.int64), 0, last)
+    nq = s_hi - s_lo + 1
+    nq_total = int(nq.sum())
+    q_box = np.repeat(np.arange(n), nq)
+    q_stripe = np.repeat(s_lo - (np.cumsum(nq) - nq), nq) + np.arange(nq_total)
+    centre = q_stripe * span + local[q_box]
+    q_reach = rx[q_box] + eps
+    lo = np.searchsorted(sorted_key, centre - q_reach, "left")
+    hi = np.searchsorted(sorted_key, centre + q_reach, "right")
+    counts = hi - lo
+    total = int(counts.sum())
+    if total > _SPARSE_NMS_MAX_PAIRS:
+        return None
+    src = np.repeat(q_box, counts)
+    starts = np.cumsum(counts) - counts
+    dst = by_key[np.repeat(lo - starts, counts) + np.arange(total)]
+    # each unordered pair once, from its wider box (the one whose reach covers the pair)
+    one = (w[src] > w[dst]) | ((w[src] == w[dst]) & (src < dst))
+    a, b = src[one], dst[one]
+    i, j = np.minimum(a, b), np.maximum(a, b)
+    iw = np.maximum(0.0, np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]) + offset)
+    ih = np.maximum(0.0, np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]) + offset)
+    inter = iw * ih
+    areas = w * h
+    overlap = inter / np.maximum(areas[i] + areas[j] - inter, np.finfo(np.float64).tiny)
+    edge = overlap > t
+    i, j = i[edge], j[edge]
+    state = np.zeros(n, np.int8)  # 0 undecided, 1 kept, -1 suppressed
+    pointed = np.zeros(n, bool)
+    pointed[j] = True
+    state[~pointed] = 1
+    while True:
+        undecided = state == 0
+        if not undecided.any():
+            break
+        src_state = state[i]
+        killed = np.zeros(n, bool)
+        killed[j[src_state == 1]] = True
+        waiting = np.zeros(n, bool)
+        waiting[j[src_state == 0]] = True
+        state[undecided & killed] = -1
+        state[undecided & ~killed & ~waiting] = 1
+    return np.flatnonzero(state == 1)
 
 
 def batched_nms(
