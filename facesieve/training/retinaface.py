@@ -281,8 +281,12 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
 def unfold_state(model: nn.Module, folded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """State dict with BatchNorm entries equivalent (in eval mode) to a folded one.
 
-    Each folded conv's bias moves into its BN as beta, with running mean 0, running
-    variance ``1 - eps`` and gamma 1, so ``BN(conv(x)) == folded_conv(x)`` exactly.
+    For each folded conv (weight W, bias b) and output channel o with s_o = ||W_o||:
+    conv weight W_o / s_o, BN gamma 1, beta b_o, running mean 0 and running variance
+    ``1 / s_o**2 - eps`` (the BN divides by 1 / s_o), so ``BN(conv(x)) == folded_conv(x)``
+    exactly. This puts conv weights and gammas back at the O(1) scale of a BN-trained
+    network: kept folded (tiny first-layer weights, gamma = s_o), plain SGD steps of even
+    1e-4 destroy the first layers.
     """
     state = dict(folded)
     modules = dict(model.named_modules())
@@ -291,10 +295,14 @@ def unfold_state(model: nn.Module, folded: dict[str, torch.Tensor]) -> dict[str,
         if bias is None:
             continue
         m: nn.BatchNorm2d = modules[bn]  # type: ignore[assignment]
+        w = state[f"{conv}.weight"]
+        norm = w.flatten(1).norm(dim=1)
+        scale = torch.where(norm > 0, norm, torch.ones_like(norm))
+        state[f"{conv}.weight"] = w / scale.view(-1, *([1] * (w.dim() - 1)))
         state[f"{bn}.weight"] = torch.ones_like(bias)
         state[f"{bn}.bias"] = bias.clone()
         state[f"{bn}.running_mean"] = torch.zeros_like(bias)
-        state[f"{bn}.running_var"] = torch.full_like(bias, 1.0 - m.eps)
+        state[f"{bn}.running_var"] = (1.0 / scale.double() ** 2 - m.eps).to(bias.dtype)
         state[f"{bn}.num_batches_tracked"] = torch.tensor(0)
     return state
 
