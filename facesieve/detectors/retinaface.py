@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -70,6 +70,7 @@ class RetinaFaceDetector(Detector):
         batch_size: int = 8,
         max_batch_pixels: int = 1 << 24,
         max_pad_ratio: float = 1.5,
+        runner: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         if preprocessing.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {preprocessing.channel_order!r}")
@@ -90,6 +91,7 @@ class RetinaFaceDetector(Detector):
         self.default_batch_size = int(batch_size)
         self.max_batch_pixels = int(max_batch_pixels)
         self.max_pad_ratio = float(max_pad_ratio)
+        self.runner = runner  # another backend's forward (facesieve.backends.retinaface); None: torch here
         self.anchor_generator = AnchorGenerator()
         self.box_coder = BoxCoder((0.1, 0.2))
 
@@ -109,6 +111,8 @@ class RetinaFaceDetector(Detector):
         On CUDA the convolutions run in IEEE fp32, not TF32, so that padded batches and
         single images give the same scores.
         """
+        if self.runner is not None:
+            return self.runner(batch, image_sizes)
         x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self._memory_format)
         padded = (batch.shape[2], batch.shape[3])
         masked = image_sizes is not None and any(tuple(s) != padded for s in image_sizes)
@@ -311,10 +315,15 @@ def load_weights(
 
 
 def build(
-    name: str, weights: str | None = None, device: str = "cpu", weights_sha256: str | None = None, **options
+    name: str, weights: str | None = None, device: str = "cpu", weights_sha256: str | None = None,
+    backend: str = "torch", threads: int | None = None, half: bool = False, backend_options: object | None = None,
+    **options,
 ) -> RetinaFaceDetector:
     """``facesieve.load`` factory for "retinaface-mnet025" and "retinaface-r50".
 
+    backend: "torch" (default), "onnxruntime" or "openvino" (CPU, exported graph cached
+    beside the converted weights); threads: their threads per call (default: available
+    cores); half: float16 on CUDA (torch backend); see ``facesieve.backends.retinaface``.
     options: RetinaFaceDetector settings (score_threshold, nms_threshold, nms_offset,
     target_size, max_size, pre_nms_top_k, batch_size, ...).
     """
@@ -322,4 +331,9 @@ def build(
         raise ValueError(f"not a RetinaFace model: {name!r}; known: {', '.join(BACKBONES)}")
     entry, state = load_weights(name, weights, weights_sha256)
     model = rfw.load_state(RetinaFace(BACKBONES[name]), state)
-    return RetinaFaceDetector(name, model, entry.preprocessing, device=device, weights=entry, **options)
+    from facesieve.backends.retinaface import retinaface_runner
+
+    runner = retinaface_runner(model, backend, device, threads, half, backend_options)
+    if runner is not None and backend != "torch":
+        options.setdefault("max_pad_ratio", 1.0)  # graphs have no padding mask: batch equal sizes only
+    return RetinaFaceDetector(name, model, entry.preprocessing, device=device, weights=entry, runner=runner, **options)
