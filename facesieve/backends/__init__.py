@@ -6,7 +6,8 @@ stay the same whatever executes the network:
 
 * ``TorchRunner`` (``backend="torch"``): the PyTorch module, on CPU or CUDA (float16 optional);
 * ``OrtRunner`` (``backend="onnxruntime"``): an ONNX graph exported from the module
-  (``facesieve.export``) run by a tuned ONNX Runtime session.
+  (``facesieve.export``) run by a tuned ONNX Runtime session;
+* ``OvRunner`` (``backend="openvino"``): the same graph compiled by OpenVINO (CPU).
 
 Runners are safe to call from several threads at once (no state changes per call).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
 """Names accepted by ``facesieve.load(..., backend=...)``."""
 
 
@@ -43,7 +44,13 @@ def __getattr__(name: str):
         from facesieve.backends import ort_runner
 
         return getattr(ort_runner, name)
+    if name in ("OvRunner", "OvOptions"):
+        from facesieve.backends import openvino_runner
+
+        return getattr(openvino_runner, name)
     raise AttributeError(name)
 
 
-__all__ = ["BACKENDS", "check_backend", "available_cores", "TorchRunner", "OrtRunner", "OrtOptions"]
+__all__ = [
+    "BACKENDS", "check_backend", "available_cores", "TorchRunner", "OrtRunner", "OrtOptions", "OvRunner", "OvOptions",
+]

@@ -1,0 +1,85 @@
+"""OpenVINO runner: an exported ONNX graph compiled by OpenVINO's CPU plugin.
+
+OpenVINO fuses MTCNN's per-channel PReLU into its convolutions (ONNX Runtime runs PReLU
+as a separate op with layout reorders around it), which makes the MTCNN stages 2-2.5x
+faster here. Results are float32 (the bf16 default of some CPUs is switched off).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesieve.backends import available_cores
+
+
+@dataclass(frozen=True)
+class OvOptions:
+    """OpenVINO CPU settings.
+
+    threads: inference threads; None = the cores this process may use.
+    hint: "LATENCY" (one stream, all threads on one request) or "THROUGHPUT".
+    pin_threads: pin worker threads to cores; off by default so that several processes
+        on one machine do not pin to the same cores.
+    """
+
+    threads: int | None = None
+    hint: str = "LATENCY"
+    pin_threads: bool = False
+
+    def config(self) -> dict[str, object]:
+        return {
+            "INFERENCE_NUM_THREADS": int(self.threads or available_cores()),
+            "PERFORMANCE_HINT": self.hint,
+            "INFERENCE_PRECISION_HINT": "f32",
+            "ENABLE_CPU_PINNING": bool(self.pin_threads),
+        }
+
+
+class OvRunner:
+    """Run an ONNX graph with OpenVINO: ``runner(*inputs)`` -> tuple of output arrays.
+
+    Dynamic input shapes stay dynamic (one compilation). An infer request is not thread
+    safe, so each calling thread gets its own request on the shared compiled model.
+    Outputs are copies (safe to keep across calls).
+    """
+
+    backend = "openvino"
+
+    def __init__(self, model: str | os.PathLike, options: OvOptions | None = None) -> None:
+        import openvino as ov
+
+        self.options = options or OvOptions()
+        self.model_path = Path(model)
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(self.model_path)), "CPU", self.options.config())
+        self.n_inputs = len(self.compiled.inputs)
+        self.outputs = list(self.compiled.outputs)
+        self._local = threading.local()
+
+    def _request(self):
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled.create_infer_request()
+        return req
+
+    def __call__(self, *inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        if len(inputs) != self.n_inputs:
+            raise ValueError(f"graph takes {self.n_inputs} inputs, got {len(inputs)}")
+        feed = {i: np.ascontiguousarray(x, dtype=np.float32) for i, x in enumerate(inputs)}
+        result = self._request().infer(feed, share_outputs=False)
+        return tuple(np.asarray(result[o]) for o in self.outputs)
+
+    def __repr__(self) -> str:
+        return f"OvRunner({self.model_path.name}, threads={self.options.threads or available_cores()})"
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True

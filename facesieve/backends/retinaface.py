@@ -1,0 +1,101 @@
+"""RetinaFace runners: what ``RetinaFaceDetector.forward`` computes, on another backend.
+
+A runner is called as ``runner(batch, image_sizes=None) -> (loc, conf, landmarks)`` with
+the detector's preprocessed (B, 3, H, W) float32 batch; outputs as ``forward``: loc
+(B, A, 4), conf (B, A, 2) softmax probabilities, landmarks (B, A, 10) for the anchors of
+an H x W input. Exported graphs have no padding mask, so a padded batch is run one
+image size at a time on the unpadded crops and scattered back into the padded anchor
+layout (the detector then masks the padding anchors as usual): results equal one-by-one
+calls. Detectors built with a graph backend avoid padding altogether (max_pad_ratio 1).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from torch import nn
+
+from facesieve.backends import check_backend
+from facesieve.ops.anchors import AnchorGenerator
+
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class GraphRetinaFaceRunner:
+    """Adapts a graph runner (``OrtRunner``, ``OvRunner``, float16 ``TorchRunner``) to ``forward``.
+
+    layout: the graph's input layout. "nhwc" takes the detector's NHWC buffer (passed to
+    ``forward`` as a channels-last NCHW view) as it is, without a transposing copy.
+    """
+
+    def __init__(self, run: Callable[..., tuple[np.ndarray, ...]], backend: str, layout: str = "nchw",
+                 anchors: AnchorGenerator | None = None) -> None:
+        self.run = run
+        self.backend = backend
+        self.layout = layout
+        self.anchors = anchors or AnchorGenerator()
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        x = batch.transpose(0, 2, 3, 1) if self.layout == "nhwc" else batch
+        return self.run(np.ascontiguousarray(x, dtype=np.float32))  # no copy when already laid out so
+
+    def __call__(self, batch: np.ndarray, image_sizes: Sequence[tuple[int, int]] | None = None) -> Outputs:
+        hp, wp = batch.shape[2], batch.shape[3]
+        if image_sizes is None or all(tuple(s) == (hp, wp) for s in image_sizes):
+            loc, conf, landmarks = self._run(batch)
+            return loc, conf, landmarks
+        n_anchors = self.anchors.num_anchors(hp, wp)
+        outs = [np.zeros((batch.shape[0], n_anchors, k), np.float32) for k in (4, 2, 10)]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, size in enumerate(image_sizes):
+            groups.setdefault((int(size[0]), int(size[1])), []).append(k)
+        for (h, w), idx in groups.items():
+            valid = self.anchors.valid_mask(hp, wp, h, w)
+            for out, part in zip(outs, self._run(batch[idx, :, :h, :w])):
+                out[np.ix_(idx, np.flatnonzero(valid))] = part
+        return outs[0], outs[1], outs[2]
+
+    def __repr__(self) -> str:
+        return f"GraphRetinaFaceRunner({self.run!r})"
+
+
+def retinaface_runner(
+    model: nn.Module,
+    backend: str = "torch",
+    device: str = "cpu",
+    threads: int | None = None,
+    half: bool = False,
+    backend_options: object | None = None,
+    anchors: AnchorGenerator | None = None,
+) -> GraphRetinaFaceRunner | None:
+    """A runner replacing ``RetinaFaceDetector.forward``, or None for the detector's own
+    float32 torch path.
+
+    torch + half: float16 on CUDA (guarded: fails without CUDA);
+    onnxruntime / openvino: CPU float32 on the cached exported graph (``threads`` per call,
+    default all available cores; ``backend_options`` = ``OrtOptions`` / ``OvOptions``).
+    """
+    check_backend(backend)
+    if backend == "torch":
+        if not half:
+            return None
+        from facesieve.backends.torch_runner import TorchRunner
+        from facesieve.export.retinaface import RetinaFaceGraph
+
+        return GraphRetinaFaceRunner(TorchRunner(RetinaFaceGraph(model), device, half=True), "torch", "nchw", anchors)
+    if half:
+        raise ValueError("half precision is a torch-backend option (CUDA); ONNX backends run float32 on the CPU")
+    if str(device) != "cpu":
+        raise ValueError(f"the {backend} backend runs on the CPU; got device={device!r}")
+    from facesieve.export.retinaface import retinaface_graph_path
+
+    path = retinaface_graph_path(model, "nhwc")
+    if backend == "onnxruntime":
+        from facesieve.backends.ort_runner import OrtOptions, OrtRunner
+
+        run = OrtRunner(path, backend_options or OrtOptions(threads=threads))
+    else:
+        from facesieve.backends.openvino_runner import OvOptions, OvRunner
+
+        run = OvRunner(path, backend_options or OvOptions(threads=threads))
+    return GraphRetinaFaceRunner(run, backend, "nhwc", anchors)
