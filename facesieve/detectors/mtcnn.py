@@ -15,11 +15,11 @@ step by step, so that detections agree with it:
 4. O-Net on 48x48 crops with landmarks, keep probability > thresholds[2], regression,
    final NMS in the "min" overlap mode (``nms_threshold``, default 0.7).
 
-Boxes follow the reference's pixel convention: (x1, y1) is the 1-based index of the first
-pixel and (x2, y2) the 1-based index of the last, so a box spans the continuous 0-based
-range [x1 - 1, x2] x [y1 - 1, y2]; landmarks are 0-based continuous (x, y) pixels.
-``Face.box`` reports the continuous range (x1 - 1, y1 - 1, x2, y2) unless
-``box_convention="reference"``.
+Boxes are reported as the reference (and the original MATLAB MTCNN) computes them: the
+windows start at ``floor((2 * cell + 1) / scale)``, a 1-based pixel index. We keep them
+as they are: against WIDER FACE annotations they align better than the same boxes shifted
+to 0-based (x1 - 1, y1 - 1), which lowers AP (measured: -0.6 easy on 40 dev images).
+Landmarks are 0-based (x, y) pixels, as in the reference.
 
 The three network calls are behind ``MTCNNRunner`` (``pnet``, ``rnet``, ``onet`` on float32
 NCHW numpy arrays) so another backend (e.g. ONNX Runtime) can replace the torch one.
@@ -63,33 +63,71 @@ class MTCNNRunner(Protocol):
         """x (N, 3, 48, 48) -> probability (N,), box regression (N, 4), landmarks (N, 10)."""
 
 
-class TorchMTCNNRunner:
-    """``MTCNNRunner`` on PyTorch modules (channels-last, inference mode)."""
+class _Heads(torch.nn.Module):
+    """A net with probabilities instead of logits: returns (prob, box[, landmarks])."""
 
-    def __init__(self, nets: MTCNNNets, device: str | torch.device = "cpu") -> None:
+    def __init__(self, net: torch.nn.Module, landmarks: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.landmarks = landmarks
+
+    def forward(self, x: torch.Tensor, *edge: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(x, *edge) if edge else self.net(x)
+        prob = face_probability(out.score)
+        return (prob, out.box, out.landmarks) if self.landmarks else (prob, out.box)
+
+
+class TorchMTCNNRunner:
+    """``MTCNNRunner`` on PyTorch modules, in inference mode, channels-last.
+
+    mode: "eager" runs the modules as they are; "jit" traces and freezes them once
+    (``torch.jit.optimize_for_inference``: prepacked oneDNN convolutions), which is faster
+    on CPU and gives the same outputs up to float rounding (~1e-7). ``nets`` is kept as
+    given; a "jit" runner does not see later changes to its weights.
+    """
+
+    def __init__(self, nets: MTCNNNets, device: str | torch.device = "cpu", mode: str = "eager") -> None:
+        if mode not in ("eager", "jit"):
+            raise ValueError(f"runner mode must be 'eager' or 'jit', got {mode!r}")
         self.device = torch.device(device)
+        self.mode = mode
         self.nets = nets.eval().to(self.device, memory_format=torch.channels_last)
+        self._pnet: torch.nn.Module = _Heads(self.nets.pnet, False)
+        self._rnet: torch.nn.Module = _Heads(self.nets.rnet, False)
+        self._onet: torch.nn.Module = _Heads(self.nets.onet, True)
+        if mode == "jit":
+            with torch.inference_mode():
+                x = torch.zeros(1, 3, 30, 30, device=self.device)
+                self._pnet = self._freeze(self._pnet, (x, torch.zeros(1, 1, 28, 28, device=self.device)))
+                self._rnet = self._freeze(self._rnet, (torch.zeros(2, 3, 24, 24, device=self.device),))
+                self._onet = self._freeze(self._onet, (torch.zeros(2, 3, 48, 48, device=self.device),))
+
+    @staticmethod
+    def _freeze(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.nn.Module:
+        traced = torch.jit.trace(module.eval(), example, check_trace=False)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
 
+    @staticmethod
+    def _numpy(outputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, ...]:
+        return tuple(t.contiguous().cpu().numpy() for t in outputs)
+
     def pnet(self, x: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            out = self.nets.pnet(self._tensor(x), torch.from_numpy(edge).to(self.device))
-            prob = face_probability(out.score)
-            return prob.cpu().numpy(), out.box.contiguous().cpu().numpy()
+            prob, box = self._numpy(self._pnet(self._tensor(x), torch.from_numpy(edge).to(self.device)))
+        return prob, box
 
     def rnet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            out = self.nets.rnet(self._tensor(x))
-            return face_probability(out.score).cpu().numpy(), out.box.cpu().numpy()
+            prob, box = self._numpy(self._rnet(self._tensor(x)))
+        return prob, box
 
     def onet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            out = self.nets.onet(self._tensor(x), landmarks=True)
-            assert out.landmarks is not None
-            return (face_probability(out.score).cpu().numpy(), out.box.cpu().numpy(),
-                    out.landmarks.cpu().numpy())
+            prob, box, landmarks = self._numpy(self._onet(self._tensor(x)))
+        return prob, box, landmarks
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -433,8 +471,7 @@ class MTCNNDetector(Detector):
         ``score_threshold`` replaces the O-Net threshold;
     nms_threshold: final "min"-mode NMS overlap (0.7);
     pnet_max_pixels: canvas size bound for one P-Net call (memory), px;
-    rnet_batch / onet_batch: crops per R-Net / O-Net call;
-    box_convention: "continuous" (0-based [x1 - 1, x2], default) or "reference".
+    rnet_batch / onet_batch: crops per R-Net / O-Net call.
     """
 
     name = "mtcnn"
@@ -450,7 +487,6 @@ class MTCNNDetector(Detector):
         pnet_max_pixels: int = 1_500_000,
         rnet_batch: int = 2048,
         onet_batch: int = 512,
-        box_convention: str = "continuous",
     ) -> None:
         if min_face_size <= 0:
             raise ValueError(f"min_face_size must be > 0, got {min_face_size}")
@@ -458,8 +494,6 @@ class MTCNNDetector(Detector):
             raise ValueError(f"factor must be in (0, 1), got {factor}")
         if len(thresholds) != 3:
             raise ValueError(f"thresholds must be 3 probabilities (P-, R-, O-Net), got {thresholds}")
-        if box_convention not in ("continuous", "reference"):
-            raise ValueError(f"box_convention must be 'continuous' or 'reference', got {box_convention!r}")
         self.runner = runner
         self.min_face_size = float(min_face_size)
         self.factor = float(factor)
@@ -469,23 +503,21 @@ class MTCNNDetector(Detector):
         self.pnet_max_pixels = int(pnet_max_pixels)
         self.rnet_batch = max(1, int(rnet_batch))
         self.onet_batch = max(1, int(onet_batch))
-        self.box_convention = box_convention
 
     # -------------------------------------------------------------------- stage 1
 
     def _stage_pnet(self, images: Sequence[np.ndarray], ii: IntegralImages
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """All pyramid levels of all images through P-Net. Returns, per candidate after the
-        per-level and per-image NMS: image index (N,), window boxes (N, 4) float32 in
-        reference coordinates, scores (N,), regression (N, 4)."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All pyramid levels of all images through P-Net. Returns the R-Net candidates:
+        image index (N,), boxes (N, 4) float32 in reference coordinates (after NMS per level
+        and per image, regression and squaring), P-Net scores (N,)."""
         t0 = self.thresholds[0]
         levels: list[tuple[int, float, int, int]] = []  # (image, scale, h, w)
         for i, im in enumerate(images):
             h, w = im.shape[:2]
             for s in pyramid_scales(h, w, self.min_face_size, self.factor):
                 levels.append((i, s, *level_size(h, w, s)))
-        empty = (np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                 np.zeros((0, 4), np.float32))
+        empty = (np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         if not levels:
             return empty
         # Canvas width: room for the two largest levels of an image side by side.
@@ -557,7 +589,9 @@ class MTCNNDetector(Detector):
         keep = keep[np.argsort(lvl[keep], kind="stable")]  # by level, then score (as the reference)
         img_idx, boxes, score, reg = img_idx[keep], boxes[keep], score[keep], reg[keep]
         keep = nms_sparse(boxes, score, img_idx, 0.7)
-        return img_idx[keep], boxes[keep], score[keep], reg[keep]
+        # P-Net's regression uses sizes without the +1 of the later stages.
+        boxes = square_boxes(regress_boxes(boxes[keep], reg[keep], inclusive=False))
+        return img_idx[keep], boxes, score[keep]
 
     # -------------------------------------------------------------------- crops
 
@@ -573,83 +607,96 @@ class MTCNNDetector(Detector):
 
     # -------------------------------------------------------------------- cascade
 
+    def _stage_rnet(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """R-Net on the P-Net candidates -> O-Net candidates (image index, squared boxes in
+        reference coordinates, R-Net scores), after threshold, NMS 0.7 and regression."""
+        crops, ok = self._crops(ii, img_idx, boxes, 24)
+        img_idx, boxes = img_idx[ok], boxes[ok]
+        prob, reg = self._run_chunks(self.runner.rnet, crops, self.rnet_batch, 2)
+        keep = prob > self.thresholds[1]
+        img_idx, boxes, prob, reg = img_idx[keep], boxes[keep], prob[keep], reg[keep]
+        keep = nms_sparse(boxes, prob, img_idx, 0.7)
+        boxes = square_boxes(regress_boxes(boxes[keep], reg[keep], inclusive=True))
+        return img_idx[keep], boxes, prob[keep]
+
+    def _stage_onet(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray,
+                    threshold: float, nms_threshold: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """O-Net on the R-Net candidates -> faces: image index, boxes (reference
+        coordinates), scores, landmarks (N, 5, 2) 0-based px; final "min"-mode NMS."""
+        crops, ok = self._crops(ii, img_idx, boxes, 48)
+        img_idx, boxes = img_idx[ok], boxes[ok]
+        prob, reg, lm = self._run_chunks(self.runner.onet, crops, self.onet_batch, 3)
+        keep = prob > threshold
+        img_idx, boxes, prob, reg, lm = img_idx[keep], boxes[keep], prob[keep], reg[keep], lm[keep]
+        one = np.float32(1.0)
+        # Landmarks are relative to the O-Net input box (before its regression).
+        size = np.stack([boxes[:, 2] - boxes[:, 0] + one, boxes[:, 3] - boxes[:, 1] + one], axis=1)
+        landmarks = size[:, None, :] * lm.reshape(-1, 2, 5).transpose(0, 2, 1) + boxes[:, None, :2] - one
+        boxes = regress_boxes(boxes, reg, inclusive=True)
+        keep = nms_sparse(boxes, prob, img_idx, nms_threshold, mode="min", offset=1.0)
+        return img_idx[keep], boxes[keep], prob[keep], landmarks[keep]
+
     def detect_arrays_raw(self, images: Sequence[np.ndarray], score_threshold: float | None = None,
                           nms_threshold: float | None = None
                           ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Run the cascade on RGB uint8 (H, W, 3) arrays. Returns per image (boxes (N, 4)
-        float32 in the reference convention, scores (N,), landmarks (N, 5, 2) 0-based px),
-        sorted by decreasing score."""
-        t1 = self.thresholds[1]
+        float32 xyxy px, scores (N,), landmarks (N, 5, 2) (x, y) px),
+        sorted by decreasing score. score_threshold: O-Net threshold (default thresholds[2])."""
         t2 = self.thresholds[2] if score_threshold is None else float(score_threshold)
         nt = self.nms_threshold if nms_threshold is None else float(nms_threshold)
-        n_img = len(images)
         ii = IntegralImages(images)
-        img_idx, boxes, _, reg = self._stage_pnet(images, ii)
-
-        # P-Net regression (sizes without +1), squaring.
-        boxes = square_boxes(regress_boxes(boxes, reg, inclusive=False))
-
-        # R-Net.
+        img_idx, boxes, _ = self._stage_pnet(images, ii)
         if len(boxes):
-            crops, ok = self._crops(ii, img_idx, boxes, 24)
-            img_idx, boxes = img_idx[ok], boxes[ok]
-            prob, reg = self._run_chunks(self.runner.rnet, crops, self.rnet_batch)
-            keep = prob > t1
-            img_idx, boxes, prob, reg = img_idx[keep], boxes[keep], prob[keep], reg[keep]
-            keep = nms_sparse(boxes, prob, img_idx, 0.7)
-            img_idx, boxes, reg = img_idx[keep], boxes[keep], reg[keep]
-            boxes = square_boxes(regress_boxes(boxes, reg, inclusive=True))
-
-        # O-Net.
-        out_boxes = np.zeros((0, 4), np.float32)
-        out_scores = np.zeros(0, np.float32)
-        out_lms = np.zeros((0, 5, 2), np.float32)
-        out_img = np.zeros(0, np.int64)
+            img_idx, boxes, _ = self._stage_rnet(ii, img_idx, boxes)
+        out_img, out_boxes = np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
+        out_scores, out_lms = np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
         if len(boxes):
-            crops, ok = self._crops(ii, img_idx, boxes, 48)
-            img_idx, boxes = img_idx[ok], boxes[ok]
-            prob, reg, lm = self._run_chunks(self.runner.onet, crops, self.onet_batch)
-            keep = prob > t2
-            img_idx, boxes, prob, reg, lm = img_idx[keep], boxes[keep], prob[keep], reg[keep], lm[keep]
-            one = np.float32(1.0)
-            w = (boxes[:, 2] - boxes[:, 0] + one)[:, None]
-            h = (boxes[:, 3] - boxes[:, 1] + one)[:, None]
-            lx = w * lm[:, :5] + boxes[:, 0:1] - one
-            ly = h * lm[:, 5:] + boxes[:, 1:2] - one
-            boxes = regress_boxes(boxes, reg, inclusive=True)
-            keep = nms_sparse(boxes, prob, img_idx, nt, mode="min", offset=1.0)
-            out_img, out_boxes, out_scores = img_idx[keep], boxes[keep], prob[keep]
-            out_lms = np.stack([lx[keep], ly[keep]], axis=2)
-        result = []
-        for i in range(n_img):
-            sel = np.nonzero(out_img == i)[0]
-            result.append((out_boxes[sel], out_scores[sel], out_lms[sel]))
-        return result
+            out_img, out_boxes, out_scores, out_lms = self._stage_onet(ii, img_idx, boxes, t2, nt)
+        return [(out_boxes[out_img == i], out_scores[out_img == i], out_lms[out_img == i])
+                for i in range(len(images))]
+
+    def proposals(self, images: Sequence[np.ndarray], stage: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Candidates entering ``stage`` ("rnet": P-Net's output; "onet": R-Net's output) for
+        RGB uint8 (H, W, 3) arrays: per image, squared boxes (N, 4) float64 xyxy px (the
+        convention of ``Face.box``) and the previous stage's scores (N,), decreasing. For
+        mining training samples and measuring stage recall."""
+        if stage not in ("rnet", "onet"):
+            raise ValueError(f"proposals are for 'rnet' or 'onet', got {stage!r}")
+        ii = IntegralImages(images)
+        img_idx, boxes, scores = self._stage_pnet(images, ii)
+        if stage == "onet" and len(boxes):
+            img_idx, boxes, scores = self._stage_rnet(ii, img_idx, boxes)
+        boxes = boxes.astype(np.float64)
+        return [(boxes[img_idx == i], scores[img_idx == i].astype(np.float64)) for i in range(len(images))]
 
     @staticmethod
-    def _run_chunks(fn, crops: np.ndarray, chunk: int) -> tuple[np.ndarray, ...]:
-        """Apply a runner call to NHWC crops in chunks of ``chunk``; concatenate outputs."""
+    def _run_chunks(fn, crops: np.ndarray, chunk: int, n_out: int) -> tuple[np.ndarray, ...]:  # noqa: ANN001
+        """Apply a runner call to (N, S, S, 3) crops, ``chunk`` at a time, as NCHW views;
+        concatenate its ``n_out`` outputs (empty arrays for no crops)."""
         outs = [fn(crops[s:s + chunk].transpose(0, 3, 1, 2)) for s in range(0, len(crops), chunk)]
         if not outs:
-            return ()
+            return tuple(np.zeros((0,) if k == 0 else (0, 4 if k == 1 else 10), np.float32) for k in range(n_out))
         return tuple(np.concatenate(parts) for parts in zip(*outs))
 
     def _detect_arrays(self, images: Sequence[np.ndarray], score_threshold: float,
                        nms_threshold: float) -> list[list[Face]]:
         out = []
         for boxes, scores, lms in self.detect_arrays_raw(images, score_threshold, nms_threshold):
-            if self.box_convention == "continuous":
-                boxes = boxes - np.array([1, 1, 0, 0], np.float32)
             out.append(faces_from_arrays(boxes, scores, lms, detector=self.name))
         return out
 
 
-def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", **options) -> MTCNNDetector:
+def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", backend: str = "torch",
+          jit: bool = True, **options) -> MTCNNDetector:
     """``facesieve.load("mtcnn", weights=None | dir with det1-3.npy | .pt, device, **options)``.
 
     Default weights: the original MTCNN weights from the PyPI ``mtcnn`` package, converted
-    and cached at first use. ``score_threshold`` sets the O-Net threshold unless
-    ``thresholds`` is given. Other options: see ``MTCNNDetector``.
+    and cached at first use. backend: "torch" (``jit``: traced and frozen modules, faster on
+    CPU; False: eager modules) or another ``facesieve.backends`` name (options ``threads``,
+    ``half``, ``backend_options`` go to its runner). ``score_threshold`` sets the O-Net
+    threshold unless ``thresholds`` is given. Other options: see ``MTCNNDetector``.
     """
     if name != "mtcnn":
         raise ValueError(f"unknown MTCNN model {name!r}")
@@ -657,6 +704,13 @@ def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", 
     load_into(nets, load_mtcnn_state_dict(weights), source=str(weights or "mtcnn package weights"))
     score_threshold = options.pop("score_threshold", None)
     if score_threshold is not None and "thresholds" not in options:
-        t = (0.6, 0.7, float(score_threshold))
-        options["thresholds"] = t
-    return MTCNNDetector(TorchMTCNNRunner(nets, device), **options)
+        options["thresholds"] = (0.6, 0.7, float(score_threshold))
+    runner_options = {k: options.pop(k) for k in ("threads", "half", "backend_options") if k in options}
+    runner: MTCNNRunner
+    if backend == "torch" and not runner_options.get("half"):
+        runner = TorchMTCNNRunner(nets, device, mode="jit" if jit else "eager")
+    else:
+        from facesieve.backends.mtcnn import mtcnn_runner
+
+        runner = mtcnn_runner(nets, backend, device, **runner_options)
+    return MTCNNDetector(runner, **options)

@@ -72,7 +72,7 @@ class PNet(nn.Module):
         """
         x = self.prelu1(self.conv1(x))
         if edge is not None:
-            x = x + edge
+            x = x + edge if x.requires_grad else x.add_(edge)
         x = self.pool1(x)
         x = self.prelu2(self.conv2(x))
         x = self.prelu3(self.conv3(x))

@@ -48,4 +48,38 @@ register(WeightsEntry(
     description=f"{_BIUBUG6} release Resnet50_Final.pth; not downloadable here, pass its path as weights=.",
 ))
 
-# MTCNN entries: added with the MTCNN converters.
+# MTCNN entries (converters: facesieve.weights.mtcnn). The sources are three files (P-, R-,
+# O-Net); sha256 is that of the three files concatenated in that order (per-file checksums:
+# facesieve.weights.mtcnn.LZ4_SHA256, verified at load).
+_MTCNN_PREPROCESSING = Preprocessing("RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0))
+_MTCNN_DEFAULTS = "min_face_size 20, factor 0.709, thresholds (0.6, 0.7, 0.7), final NMS 0.7 (min)"
+
+register(WeightsEntry(
+    name="mtcnn",
+    arch="mtcnn",
+    source="pypi:mtcnn==1.0.0/mtcnn/assets/weights/{pnet,rnet,onet}.lz4",
+    sha256="4fc64d898dbb755011e69a466b50aeb31224f811519bb51a1ee3eade504cbfef",
+    format="mtcnn-lz4",
+    license="MIT",
+    preprocessing=_MTCNN_PREPROCESSING,
+    options={},
+    metrics={},
+    description="The original MTCNN P/R/O-Net weights (Zhang et al. 2016, Caffe) as shipped in PyPI mtcnn "
+    "1.0.0 (joblib+lz4 Keras arrays); the same numbers as davidsandberg/facenet's det1-3.npy and "
+    f"facenet-pytorch's. Defaults: {_MTCNN_DEFAULTS}.",
+))
+
+register(WeightsEntry(
+    name="mtcnn-det-npy",
+    arch="mtcnn",
+    source="user",
+    sha256="0a9170f7cea8cde5851df76df7b4d69e91d1879209d816832074df94e492bd9c",
+    format="mtcnn-npy",
+    license="MIT",
+    preprocessing=_MTCNN_PREPROCESSING,
+    options={},
+    metrics={},
+    description="davidsandberg/facenet src/align/det1.npy, det2.npy, det3.npy (27,368 + 401,681 + 1,557,360 "
+    "bytes): the same original weights in the transposed-image Caffe layout; pass their folder as "
+    'weights= to facesieve.load("mtcnn").',
+))
