@@ -1,6 +1,9 @@
 """RetinaFace modules: shapes, BN folding, padded-batch masking, biubug6 key layout."""
 from __future__ import annotations
 
+import copy
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,12 @@ from facesieve.weights.retinaface import biubug6_key
 
 
 def _randomized(backbone: str, seed: int = 0) -> RetinaFace:
-    """A model with random conv weights and non-trivial BN statistics, in eval mode."""
+    """A fresh copy of a model with random conv weights and non-trivial BN statistics, in eval mode."""
+    return copy.deepcopy(_build_randomized(backbone, seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _build_randomized(backbone: str, seed: int) -> RetinaFace:
     torch.manual_seed(seed)
     model = RetinaFace(backbone)
     with torch.no_grad():
@@ -61,7 +69,7 @@ def test_fold_batchnorm_keeps_outputs(backbone):
 
 @pytest.mark.parametrize("backbone", ["mobilenet0.25", "resnet50"])
 def test_padded_batch_equals_single_images(backbone):
-    model = fold_batchnorm(_randomized(backbone, seed=1))
+    model = fold_batchnorm(_randomized(backbone))
     gen = AnchorGenerator()
     sizes = [(45, 70), (64, 33), (64, 70)] if backbone == "mobilenet0.25" else [(27, 40), (40, 21)]
     padded = (max(h for h, _ in sizes), max(w for _, w in sizes))
