@@ -131,8 +131,9 @@ def plot_curves(
     title: str = "",
     smooth_window: int = 20,
 ) -> bool:
-    """Plot ``keys`` of a metrics CSV against step (raw, faint, and smoothed) into one PNG
-    with a panel per key. Returns False when the CSV has no rows yet."""
+    """Plot ``keys`` of a metrics CSV against step (raw, faint, and a trailing moving average
+    over min(smooth_window, rows / 10) rows) into one PNG with a panel per key. Returns False
+    when the CSV has no rows yet."""
     path = Path(csv_path)
     if not path.exists():
         return False
@@ -149,9 +150,10 @@ def plot_curves(
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         vals = [_to_float(r.get(key)) for r in rows]
-        ax.plot(steps, vals, color="tab:blue", alpha=0.3, linewidth=0.8)
-        if len(vals) > 2:
-            ax.plot(steps, smooth(vals, smooth_window), color="tab:blue", linewidth=1.5)
+        ax.plot(steps, vals, color="tab:blue", alpha=0.35, linewidth=0.8)
+        window = min(smooth_window, max(1, len(vals) // 10))
+        if window > 1:
+            ax.plot(steps, smooth(vals, window), color="tab:blue", linewidth=1.5)
         ax.set_title(key)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
