@@ -8,6 +8,7 @@ feature maps at strides 8, 16 and 32 of the NCHW input.
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -192,7 +193,11 @@ def zero_padding_region(
                 break
         raise ValueError(f"feature map of size {map_size} does not come from an input of size {padded}")
 
-    def mask_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    owner = threading.get_ident()  # hooks are per module, not per thread: act for this thread only
+
+    def mask_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
+        if threading.get_ident() != owner:
+            return None  # another thread's forward of the same model (maybe in its own block)
         x = args[0]
         h, w = x.shape[-2:]
         key = (h, w, x.device, x.dtype)
