@@ -122,6 +122,8 @@ def _open_error(path: str, e: BaseException) -> VideoError:
         return VideoError(path, "is a directory, not a video file")
     if isinstance(e, PermissionError):
         return VideoError(path, "permission denied")
+    if isinstance(e, av.error.EOFError):
+        return VideoError(path, "file ends before any video data (empty or truncated)")
     if isinstance(e, av.error.InvalidDataError):
         return VideoError(path, "not a readable video (corrupt, truncated, or not a video container)")
     return VideoError(path, f"cannot open video: {e}")
@@ -276,17 +278,19 @@ class VideoReader:
     def _read_index(self) -> _Index:
         av = _av()
         packets: list[_Packet] = []
+        declared = int(self._stream.frames or 0)
         try:
             for pkt in self._container.demux(self._stream):
                 if pkt.size == 0:
                     continue
                 if pkt.is_corrupt:
-                    raise VideoError(self.path, f"corrupt packet at frame {len(packets)} (damaged file)")
+                    of = f" of {declared}" if declared else ""
+                    raise VideoError(self.path, f"damaged or truncated file: frame {len(packets)}{of} is corrupt")
                 packets.append(
                     _Packet(len(packets), pkt.pts, pkt.dts, bool(pkt.is_keyframe), int(pkt.duration or 0))
                 )
         except av.error.FFmpegError as e:
-            raise VideoError(self.path, f"damaged file after {len(packets)} frames: {e}") from e
+            raise VideoError(self.path, f"damaged or truncated file: reading failed after {len(packets)} frames ({e})") from e
         has_pts = bool(packets) and all(p.pts is not None for p in packets)
         if has_pts:
             by_pts = sorted(packets, key=lambda p: p.pts)  # type: ignore[arg-type,return-value]
