@@ -331,9 +331,9 @@ def expand_video_inputs(
         for dirpath, dirnames, filenames in os.walk(root):
             d = Path(dirpath)
             dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and not excluded(d / n))
-            found += [d / n for n in sorted(filenames)
+            found += [d / n for n in filenames
                       if not n.startswith(".") and Path(n).suffix.lower() in VIDEO_EXTENSIONS]
-        return found
+        return sorted(found, key=lambda p: p.parts)
 
     paths: list[Path] = []
     seen: set[str] = set()
