@@ -100,8 +100,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-face-size", type=_positive_float, default=None, metavar="PX",
                    help="MTCNN smallest face in detector-input pixels (default: MTCNN's 20)")
     g.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    g.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
+                   help="detector runtime; auto: OpenVINO on the CPU, torch on CUDA (default: %(default)s)")
     g.add_argument("--batch-size", type=_positive_int, default=8, metavar="B",
                    help="frames per detector call (default: %(default)s)")
+    g.add_argument("--fast-decode", action="store_true",
+                   help="skip H.264 deblocking: ~25%% less decoding, pixels off by ~1 grey level")
     g = p.add_argument_group("crops")
     g.add_argument("--crop", choices=["aligned", "box", "none"], default="aligned",
                    help="aligned: 5-point ArcFace alignment; box: box + margin (default: %(default)s)")
@@ -134,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
         fallback_max_side=args.fallback_max_side,
         min_face_size=args.min_face_size,
         device=args.device,
+        backend=args.backend,
         batch_size=args.batch_size,
+        fast_decode=args.fast_decode,
         crop=args.crop,
         crop_size=args.crop_size,
         margin=args.margin,

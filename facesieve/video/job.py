@@ -55,12 +55,15 @@ class VideoConfig:
     sees (1080p at 960 is detected at half size; boxes are mapped back).
     ``min_face_size``: MTCNN's smallest face, in detector-input pixels (None: its default).
     ``primary_options`` / ``fallback_options``: extra ``facesieve.load`` options.
+    ``backend``: detector runtime ("torch", "onnxruntime", "openvino"); "auto" picks
+    OpenVINO on the CPU (about 2-3x faster than torch for these models) and torch on CUDA.
     ``oversample``: duplicate face frames (spread evenly, flagged) up to N.
     Crops: ``crop`` "aligned" (5-point similarity to the ArcFace template, box crop when a
     face has no landmarks), "box" (``margin`` x box size added per side, square) or
     "none"; ``crop_size`` output side; ``keep`` "all", "largest" or "best" per frame.
     ``image_format`` "jpg" or "png". ``parquet``: also write manifest.parquet.
     ``max_pixels``: larger videos fail with a clear error instead of exhausting memory.
+    ``fast_decode``: skip H.264/HEVC deblocking (~25% less decoding; pixels off by ~1 level).
     """
 
     frames: int | None = 32
@@ -76,6 +79,7 @@ class VideoConfig:
     primary_options: dict[str, Any] = field(default_factory=dict)
     fallback_options: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    backend: str = "auto"
     batch_size: int = 8
     oversample: bool = True
     crop: str = "aligned"
@@ -86,6 +90,7 @@ class VideoConfig:
     jpeg_quality: int = 95
     parquet: bool = False
     max_pixels: int = MAX_VIDEO_PIXELS
+    fast_decode: bool = False
     decode_threads: int = 0
     queue_frames: int = 16
 
@@ -117,13 +122,15 @@ class VideoConfig:
                 raise ValueError(f"{name} must be >= 32 pixels or None, got {v}")
         if self.min_faces < 1:
             raise ValueError(f"min_faces must be >= 1, got {self.min_faces}")
+        if self.backend not in ("auto", "torch", "onnxruntime", "openvino"):
+            raise ValueError(f"backend must be 'auto', 'torch', 'onnxruntime' or 'openvino', got {self.backend!r}")
         if self.parquet and not mf.parquet_available():
             raise ValueError("parquet=True needs pyarrow: pip install 'facesieve[parquet]'")
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that change a video's outputs (stored in its completion marker)."""
         d = asdict(self)
-        for k in ("device", "batch_size", "max_pixels", "decode_threads", "queue_frames", "parquet"):
+        for k in ("device", "backend", "batch_size", "max_pixels", "decode_threads", "queue_frames", "parquet"):
             d.pop(k)
         return d
 
@@ -429,21 +436,35 @@ class VideoFaceExtractor:
             from facesieve.api import load
 
             c = self.config
+            backend = self.backend()
             primary = self._primary
             if primary is None:
-                opts = dict(c.primary_options)
+                opts = {"backend": backend, **c.primary_options}
                 if c.min_face_size is not None and c.primary == "mtcnn":
                     opts.setdefault("min_face_size", c.min_face_size)
                 primary = load(c.primary, device=c.device, **opts)
             fallback = self._fallback
             if fallback is None and c.fallback:
-                fallback = load(c.fallback, device=c.device, **c.fallback_options)
+                fallback = load(c.fallback, device=c.device, **{"backend": backend, **c.fallback_options})
             self._cascade = Cascade(
                 primary, fallback, min_faces=c.min_faces, confident_score=c.confident_score,
                 primary_max_side=c.detect_max_side, fallback_max_side=c.fallback_max_side,
                 batch_size=c.batch_size,
             )
         return self._cascade
+
+    def backend(self) -> str:
+        """The detector backend ``config.backend`` resolves to."""
+        b = self.config.backend
+        if b != "auto":
+            return b
+        if str(self.config.device) != "cpu":
+            return "torch"
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "torch"
+        return "openvino"
 
     # -- public ------------------------------------------------------------------
     def extract(self, path: str | os.PathLike) -> VideoResult:
@@ -549,7 +570,7 @@ class VideoFaceExtractor:
                     return
                 try:
                     with VideoReader(job.path, detect_max_side=c.detect_max_side, max_pixels=c.max_pixels,
-                                     threads=c.decode_threads) as reader:
+                                     threads=c.decode_threads, fast=c.fast_decode) as reader:
                         idx = self._choose(reader)
                         if not put(("start", job, reader.info, len(idx))):
                             return
