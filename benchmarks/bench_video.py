@@ -1,7 +1,7 @@
 """Video face extraction speed on the real clips: the whole job, and where its time goes.
 
     .venv/bin/python benchmarks/bench_video.py [--videos ../shared/data/videos] [--clips a.mp4,b.mp4]
-        [--frames 32] [--detect-max-side 960] [--min-face-size 20] [--backend torch]
+        [--frames 32] [--detect-max-side 960] [--min-face-size 20] [--backend openvino] [--fast-decode]
         [--threads 2] [--repeat 2] [--no-profile] [--json out.json]
 
 Per clip, with the detectors loaded once beforehand (model loading is not timed):
@@ -51,7 +51,7 @@ def profile_clip(path: Path, cfg, cascade) -> dict[str, float]:
 
     out: dict[str, float] = {}
     w, c = time.perf_counter(), time.process_time()
-    with VideoReader(path, detect_max_side=cfg.detect_max_side) as r:
+    with VideoReader(path, detect_max_side=cfg.detect_max_side, fast=cfg.fast_decode) as r:
         frames = list(r.read(r.choose(frames=cfg.frames)))
     out["decode_wall"], out["decode_cpu"] = time.perf_counter() - w, time.process_time() - c
     pname = cascade._name(cascade.primary)
@@ -91,7 +91,8 @@ def main() -> int:
     ap.add_argument("--min-face-size", type=float, default=None, help="MTCNN minimum face, detector pixels")
     ap.add_argument("--confident-score", type=float, default=0.9)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--backend", default="torch", help="detector backend: torch, onnxruntime, openvino")
+    ap.add_argument("--backend", default="openvino", help="detector backend: torch, onnxruntime, openvino")
+    ap.add_argument("--fast-decode", action="store_true", help="skip deblocking (VideoConfig.fast_decode)")
     ap.add_argument("--threads", type=int, default=2, help="torch / backend threads")
     ap.add_argument("--repeat", type=int, default=2, help="job runs per clip; the best wall is reported")
     ap.add_argument("--no-profile", action="store_true")
@@ -111,7 +112,7 @@ def main() -> int:
     fallback = _load("retinaface-mnet025", args.backend, args.threads)
     cfg = VideoConfig(frames=args.frames, detect_max_side=args.detect_max_side,
                       fallback_max_side=args.fallback_max_side, confident_score=args.confident_score,
-                      batch_size=args.batch_size, min_face_size=args.min_face_size)
+                      batch_size=args.batch_size, min_face_size=args.min_face_size, fast_decode=args.fast_decode)
     ex = VideoFaceExtractor(cfg, primary=primary, fallback=fallback)
     # warm-up: first calls build kernels / per-shape plans; not what a batch job pays per video
     ex.extract(clips[0])
@@ -119,7 +120,8 @@ def main() -> int:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, torch threads "
           f"{args.threads}, backend {args.backend}, load average {os.getloadavg()[0]:.1f}")
     print(f"# N={args.frames}, detect max side {args.detect_max_side}, fallback max side "
-          f"{args.fallback_max_side}, MTCNN min face {args.min_face_size or 20} px (detector input)")
+          f"{args.fallback_max_side}, MTCNN min face {args.min_face_size or 20} px (detector input), "
+          f"fast decode {args.fast_decode}, batch {args.batch_size}")
     head = (f"{'clip':32} {'res':>9} {'wall s':>7} {'decoded':>7} {'mtcnn':>5} {'retina':>6} {'faces':>5} "
             f"{'face fr':>7} {'dup':>3} {'fallback':>8}")
     print(head)

@@ -195,6 +195,7 @@ def test_interrupted_run_leaves_nothing_and_resumes(tmp_path, videos_dir):
         extract_video(clip, tmp_path, VideoConfig(frames=6, batch_size=2, fallback=None),
                       primary=FakeDetector(fail=interrupt))
     assert not (tmp_path / "hamilton_short_clip").exists() and not _tmp_leftovers(tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["complete"] is False
     s = extract_video(clip, tmp_path, VideoConfig(frames=6, batch_size=2, fallback=None), primary=FakeDetector())
     assert s.done == 1 and (tmp_path / "hamilton_short_clip" / "done.json").exists()
 

@@ -514,12 +514,17 @@ class VideoFaceExtractor:
         vbar = tqdm(total=len(jobs), desc="videos", unit="video", disable=not progress, position=0)
         fbar = tqdm(total=0, desc="frames", unit="frame", disable=not progress, position=1, leave=False)
 
+        last_write = [0.0]
+
         def sink(result: VideoResult) -> None:
             summary.videos.append(result)
             vbar.update(1)
             vbar.set_postfix(failed=summary.failed, faces=summary.faces)
-            summary.seconds = time.perf_counter() - t0
-            mf.write_json(out / mf.SUMMARY, summary.to_dict())
+            now = time.perf_counter()
+            if now - last_write[0] > 10.0:  # a partial summary now and then, not O(videos^2) writes
+                summary.seconds = now - t0
+                mf.write_json(out / mf.SUMMARY, summary.to_dict())
+                last_write[0] = time.perf_counter()
 
         def on_frames(n: int) -> None:
             if n > 0:
@@ -531,14 +536,14 @@ class VideoFaceExtractor:
         try:
             if jobs:
                 self._pipeline(jobs, out, sink, on_frames)
+            summary.complete = True
         finally:
             vbar.close()
             fbar.close()
-        order = {str(p): i for i, p in enumerate(paths)}
-        summary.videos.sort(key=lambda v: order.get(v.path, len(order)))
-        summary.seconds = time.perf_counter() - t0
-        summary.complete = True
-        mf.write_json(out / mf.SUMMARY, summary.to_dict())
+            order = {str(p): i for i, p in enumerate(paths)}
+            summary.videos.sort(key=lambda v: order.get(v.path, len(order)))
+            summary.seconds = time.perf_counter() - t0
+            mf.write_json(out / mf.SUMMARY, summary.to_dict())  # complete: false when interrupted
         return summary
 
     # -- pipeline ----------------------------------------------------------------
@@ -710,6 +715,8 @@ class VideoFaceExtractor:
         success = [i for i, f in enumerate(r.frames) if f.faces]
         target = c.frames if (c.oversample and c.frames) else None
         r.samples = oversample(success, target) if target else [(i, False) for i in success]
+        if not success:
+            r.note = "no face found in any sampled frame"
         r.timing["decode"] = r.decode.seconds
         if out is not None and w.tmp_dir is not None:
             t = time.perf_counter()
