@@ -138,26 +138,32 @@ class RetinaFaceDetector(Detector):
             factor = float(self.max_size) / long
         return factor
 
-    def _fill(self, out: np.ndarray, image: np.ndarray, factor: float) -> tuple[int, int]:
-        """Write one preprocessed image into out (H, W, 3) at the top-left; return its (h, w)."""
+    def _fill(self, out: np.ndarray, image: np.ndarray, factor: float, channels_first: bool = False) -> tuple[int, int]:
+        """Write one preprocessed image into out at the top-left; return its (h, w).
+
+        out: (H, W, 3), or (3, H, W) with ``channels_first`` (what an NCHW graph runner reads).
+        """
         pp = self.preprocessing
-        src = image[:, :, ::-1] if pp.channel_order == "BGR" else image  # views, no copy
+        bgr = pp.channel_order == "BGR"
+        mean = np.asarray(pp.mean, np.float32)
         if factor == 1.0:
-            # one SIMD pass: channel swap in uint8, then uint8 - mean -> float32 straight into out
-            # (numpy's cast of the reversed-stride view plus a second pass took ~7x longer)
+            # one SIMD pass: channel swap / split in uint8, then uint8 - mean -> float32 straight
+            # into out (numpy's cast of the reversed-stride view plus a second pass took ~7x longer)
             h, w = image.shape[:2]
-            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if pp.channel_order == "BGR" else image
-            view = out[:h, :w]
-            mean = (*(float(m) for m in pp.mean), 0.0)
-            if view.flags.c_contiguous:
-                cv2.subtract(bgr, mean, dst=view, dtype=cv2.CV_32F)
+            if channels_first:
+                planes = cv2.split(image)[::-1] if bgr else cv2.split(image)
+                pairs = [(planes[c], out[c, :h, :w], float(mean[c])) for c in range(3)]
             else:
-                view[...] = cv2.subtract(bgr, mean, dtype=cv2.CV_32F)
-            if any(s != 1.0 for s in pp.std):
-                view /= np.asarray(pp.std, np.float32)
-            return h, w
+                src = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if bgr else image
+                pairs = [(src, out[:h, :w], (*(float(m) for m in mean), 0.0))]
+            for src, view, m in pairs:
+                if view.flags.c_contiguous:
+                    cv2.subtract(src, m, dst=view, dtype=cv2.CV_32F)
+                else:
+                    view[...] = cv2.subtract(src, m, dtype=cv2.CV_32F)
         else:
             # float resize as the reference (cv2 on the float32 BGR image), one channel at a time
+            src = image[:, :, ::-1] if bgr else image  # views, no copy
             h, w = self._net_size(image.shape[0], image.shape[1], factor)
             exact = (h, w) == (round(image.shape[0] * factor), round(image.shape[1] * factor))
             for c in range(3):
@@ -166,11 +172,16 @@ class RetinaFaceDetector(Detector):
                     channel = cv2.resize(channel, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
                 else:  # would round to 0 pixels: 1 pixel instead
                     channel = cv2.resize(channel, (w, h), interpolation=cv2.INTER_LINEAR)
-                out[:h, :w, c] = channel
-        view = out[:h, :w]
-        view -= np.asarray(pp.mean, np.float32)
+                if channels_first:
+                    out[c, :h, :w] = channel - mean[c]
+                else:
+                    out[:h, :w, c] = channel - mean[c]
         if any(s != 1.0 for s in pp.std):
-            view /= np.asarray(pp.std, np.float32)
+            std = np.asarray(pp.std, np.float32)
+            if channels_first:
+                out[:, :h, :w] /= std[:, None, None]
+            else:
+                out[:h, :w] /= std
         return h, w
 
     def _net_size(self, height: int, width: int, factor: float) -> tuple[int, int]:
@@ -205,14 +216,20 @@ class RetinaFaceDetector(Detector):
         factors = [self.scale_factor(im.shape[0], im.shape[1]) for im in images]
         net_sizes = [self._net_size(im.shape[0], im.shape[1], f) for im, f in zip(images, factors)]
         results: list[list[Face]] = [[] for _ in images]
+        nchw = getattr(self.runner, "layout", None) == "nchw"
         for group in self._groups(net_sizes):
             hp = max(net_sizes[i][0] for i in group)
             wp = max(net_sizes[i][1] for i in group)
             # NHWC buffer, passed as a channels-last NCHW view; 0 = padding after mean subtraction
             alloc = np.empty if all(net_sizes[i] == (hp, wp) for i in group) else np.zeros  # zeros: padding
-            batch = alloc((len(group), hp, wp, 3), np.float32)
-            sizes = [self._fill(batch[k], images[i], factors[i]) for k, i in enumerate(group)]
-            loc, conf, landmarks = self.forward(batch.transpose(0, 3, 1, 2), sizes)
+            if nchw:  # the runner's graph reads NCHW: fill it directly, no transposing copy
+                batch = alloc((len(group), 3, hp, wp), np.float32)
+                sizes = [self._fill(batch[k], images[i], factors[i], True) for k, i in enumerate(group)]
+            else:
+                batch = alloc((len(group), hp, wp, 3), np.float32)
+                sizes = [self._fill(batch[k], images[i], factors[i]) for k, i in enumerate(group)]
+                batch = batch.transpose(0, 3, 1, 2)
+            loc, conf, landmarks = self.forward(batch, sizes)
             del batch
             anchors = self.anchor_generator(hp, wp)
             for k, i in enumerate(group):
