@@ -24,20 +24,30 @@ Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
 class GraphRetinaFaceRunner:
     """Adapts a graph runner (``OrtRunner``, ``OvRunner``, float16 ``TorchRunner``) to ``forward``.
 
-    layout: the graph's input layout. "nhwc" takes the detector's NHWC buffer (passed to
-    ``forward`` as a channels-last NCHW view) as it is, without a transposing copy.
+    layout: the graph's input layout; the detector fills an NCHW batch directly for an
+        "nchw" runner, so the graph gets it without a transposing copy.
+    merged_heads: the graph returns one (B, A, 16) ``head`` output ([loc, conf logits,
+        landmarks], ``RetinaFaceGraph(merged_heads=True)``); split here into views, with
+        the two-class softmax as 1 / (1 + exp(l0 - l1)).
     """
 
     def __init__(self, run: Callable[..., tuple[np.ndarray, ...]], backend: str, layout: str = "nchw",
-                 anchors: AnchorGenerator | None = None) -> None:
+                 merged_heads: bool = False, anchors: AnchorGenerator | None = None) -> None:
         self.run = run
         self.backend = backend
         self.layout = layout
+        self.merged_heads = merged_heads
         self.anchors = anchors or AnchorGenerator()
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         x = batch.transpose(0, 2, 3, 1) if self.layout == "nhwc" else batch
-        return self.run(np.ascontiguousarray(x, dtype=np.float32))  # no copy when already laid out so
+        out = self.run(np.ascontiguousarray(x, dtype=np.float32))  # no copy when already laid out so
+        if not self.merged_heads:
+            return out
+        head = out[0]
+        with np.errstate(over="ignore"):
+            face = (1.0 / (1.0 + np.exp(head[..., 4] - head[..., 5]))).astype(np.float32)
+        return head[..., :4], np.stack([1.0 - face, face], axis=-1), head[..., 6:]
 
     def __call__(self, batch: np.ndarray, image_sizes: Sequence[tuple[int, int]] | None = None) -> Outputs:
         hp, wp = batch.shape[2], batch.shape[3]
@@ -82,14 +92,14 @@ def retinaface_runner(
         from facesieve.backends.torch_runner import TorchRunner
         from facesieve.export.retinaface import RetinaFaceGraph
 
-        return GraphRetinaFaceRunner(TorchRunner(RetinaFaceGraph(model), device, half=True), "torch", "nchw", anchors)
+        return GraphRetinaFaceRunner(TorchRunner(RetinaFaceGraph(model), device, half=True), "torch", anchors=anchors)
     if half:
         raise ValueError("half precision is a torch-backend option (CUDA); ONNX backends run float32 on the CPU")
     if str(device) != "cpu":
         raise ValueError(f"the {backend} backend runs on the CPU; got device={device!r}")
     from facesieve.export.retinaface import retinaface_graph_path
 
-    path = retinaface_graph_path(model, "nhwc")
+    path = retinaface_graph_path(model, "nchw", merged_heads=True)
     if backend == "onnxruntime":
         from facesieve.backends.ort_runner import OrtOptions, OrtRunner
 
@@ -98,4 +108,4 @@ def retinaface_runner(
         from facesieve.backends.openvino_runner import OvOptions, OvRunner
 
         run = OvRunner(path, backend_options or OvOptions(threads=threads))
-    return GraphRetinaFaceRunner(run, backend, "nhwc", anchors)
+    return GraphRetinaFaceRunner(run, backend, "nchw", merged_heads=True, anchors=anchors)
