@@ -107,3 +107,10 @@ def test_write_cascade_loads_with_facesieve(tmp_path):
     assert torch.all(det.runner.nets.pnet.score.bias == 0.25)
     ref = facesieve.load("mtcnn")
     assert torch.equal(det.runner.nets.onet.fc.weight, ref.runner.nets.onet.fc.weight)  # other stages: released
+    # the cascade used for mining and recall runs the replaced P-Net
+    from facesieve.training.mtcnn_mining import build_cascade, cascade_proposals
+
+    cas = build_cascade(pnet=str(tmp_path / "pnet.pth"))
+    assert torch.all(cas.runner.nets.pnet.score.bias == 0.25)
+    boxes, scores = cascade_proposals(cas, np.zeros((40, 50, 3), np.uint8), "rnet")
+    assert boxes.shape[1] == 4 and len(boxes) == len(scores)

@@ -18,47 +18,40 @@ import torch
 from facesieve.data.labels import BoxDataset
 from facesieve.io.atomic import atomic_open
 from facesieve.io.images import load_image
-from facesieve.ops.boxes import batched_nms, box_iou
+from facesieve.ops.boxes import box_iou
 
 Proposer = Callable[[np.ndarray], np.ndarray]
 
 
-def build_cascade(pnet: str | None = None, rnet: str | None = None, onet: str | None = None,
-                  device: str = "cpu", **options):  # noqa: ANN201 - MTCNNDetector
-    """The MTCNN detector with the released weights, stages replaced by the given files
-    (a stage .pth from ``facesieve train mtcnn`` or a full MTCNN state dict)."""
-    from facesieve.detectors.mtcnn import build
+def cascade_nets(pnet: str | None = None, rnet: str | None = None, onet: str | None = None):  # noqa: ANN201
+    """MTCNNNets with the released weights, stages replaced by the given files (a stage
+    .pth from ``facesieve train mtcnn`` or a full MTCNN state dict)."""
+    from facesieve.nets.mtcnn import MTCNNNets
     from facesieve.training.mtcnn import read_stage_state
+    from facesieve.weights.mtcnn import load_into, load_mtcnn_state_dict
 
-    det = build("mtcnn", device=device, **options)
-    nets = det.runner.nets
+    nets = MTCNNNets()
+    load_into(nets, load_mtcnn_state_dict(None), source="mtcnn package weights")
     for name, path in (("pnet", pnet), ("rnet", rnet), ("onet", onet)):
         if path:
             getattr(nets, name).load_state_dict(read_stage_state(path, name), strict=True)
-    return det
+    return nets
+
+
+def build_cascade(pnet: str | None = None, rnet: str | None = None, onet: str | None = None,
+                  device: str = "cpu", **options):  # noqa: ANN201 - MTCNNDetector
+    """The MTCNN detector on ``cascade_nets(pnet, rnet, onet)``; options as MTCNNDetector's."""
+    from facesieve.detectors.mtcnn import MTCNNDetector, TorchMTCNNRunner
+
+    runner = TorchMTCNNRunner(cascade_nets(pnet, rnet, onet), device, mode="jit")
+    return MTCNNDetector(runner, **options)
 
 
 def cascade_proposals(det, image: np.ndarray, upto: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
-    """Boxes (N, 4) continuous xyxy and scores (N,) entering stage ``upto`` ("rnet": P-Net
+    """Boxes (N, 4) continuous xyxy px and scores (N,) entering stage ``upto`` ("rnet": P-Net
     output; "onet": R-Net output) of an MTCNNDetector on one RGB uint8 image."""
-    from facesieve.detectors.mtcnn import integral_image, regress_boxes, square_boxes
-
-    images = [image]
-    sats = [integral_image(image)]
-    img_idx, boxes, score, reg = det._stage_pnet(images, sats)
-    boxes = square_boxes(regress_boxes(boxes, reg, inclusive=False))
-    if upto == "onet" and len(boxes):
-        crops, ok = det._crops(images, sats, img_idx, boxes, 24)
-        img_idx, boxes = img_idx[ok], boxes[ok]
-        prob, reg = det._run_chunks(det.runner.rnet, crops, det.rnet_batch)
-        keep = prob > det.thresholds[1]
-        img_idx, boxes, prob, reg = img_idx[keep], boxes[keep], prob[keep], reg[keep]
-        keep = batched_nms(boxes, prob, img_idx, 0.7)
-        boxes, score = square_boxes(regress_boxes(boxes[keep], reg[keep], inclusive=True)), prob[keep]
-    elif upto not in ("rnet", "onet"):
-        raise ValueError(f"proposals are for 'rnet' or 'onet', got {upto!r}")
-    # reference 1-based (x1, y1) -> continuous 0-based
-    return boxes.astype(np.float64) - np.array([1, 1, 0, 0], np.float64), np.asarray(score, np.float64)
+    boxes, scores = det.proposals([image], upto)[0]
+    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64)
 
 
 def cascade_proposer(stage: str, pnet: str | None, rnet: str | None, device: str = "cpu",
@@ -112,7 +105,6 @@ def write_cascade(path: str | Path, pnet: str | None = None, rnet: str | None = 
                   onet: str | None = None) -> None:
     """Save a full MTCNNNets state dict (trained stages + released weights for the rest)
     that ``facesieve.load("mtcnn", weights=path)`` reads. Atomic."""
-    det = build_cascade(pnet, rnet, onet)
-    state = {k: v.detach().cpu().contiguous() for k, v in det.runner.nets.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in cascade_nets(pnet, rnet, onet).state_dict().items()}
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
