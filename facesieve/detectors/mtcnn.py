@@ -63,70 +63,38 @@ class MTCNNRunner(Protocol):
         """x (N, 3, 48, 48) -> probability (N,), box regression (N, 4), landmarks (N, 10)."""
 
 
-class _Heads(torch.nn.Module):
-    """A net with probabilities instead of logits: returns (prob, box[, landmarks])."""
-
-    def __init__(self, net: torch.nn.Module, landmarks: bool) -> None:
-        super().__init__()
-        self.net = net
-        self.landmarks = landmarks
-
-    def forward(self, x: torch.Tensor, *edge: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.net(x, *edge) if edge else self.net(x)
-        prob = face_probability(out.score)
-        return (prob, out.box, out.landmarks) if self.landmarks else (prob, out.box)
-
-
 class TorchMTCNNRunner:
-    """``MTCNNRunner`` on PyTorch modules, in inference mode, channels-last.
+    """``MTCNNRunner`` on the PyTorch modules: inference mode, channels-last memory layout
+    (on CPU several times faster than NCHW for these small-channel convolutions and pools)."""
 
-    mode: "eager" runs the modules as they are; "jit" traces and freezes them once
-    (``torch.jit.optimize_for_inference``: prepacked oneDNN convolutions), which is faster
-    on CPU and gives the same outputs up to float rounding (~1e-7). ``nets`` is kept as
-    given; a "jit" runner does not see later changes to its weights.
-    """
-
-    def __init__(self, nets: MTCNNNets, device: str | torch.device = "cpu", mode: str = "eager") -> None:
-        if mode not in ("eager", "jit"):
-            raise ValueError(f"runner mode must be 'eager' or 'jit', got {mode!r}")
+    def __init__(self, nets: MTCNNNets, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
-        self.mode = mode
         self.nets = nets.eval().to(self.device, memory_format=torch.channels_last)
-        self._pnet: torch.nn.Module = _Heads(self.nets.pnet, False)
-        self._rnet: torch.nn.Module = _Heads(self.nets.rnet, False)
-        self._onet: torch.nn.Module = _Heads(self.nets.onet, True)
-        if mode == "jit":
-            with torch.inference_mode():
-                x = torch.zeros(1, 3, 30, 30, device=self.device)
-                self._pnet = self._freeze(self._pnet, (x, torch.zeros(1, 1, 28, 28, device=self.device)))
-                self._rnet = self._freeze(self._rnet, (torch.zeros(2, 3, 24, 24, device=self.device),))
-                self._onet = self._freeze(self._onet, (torch.zeros(2, 3, 48, 48, device=self.device),))
-
-    @staticmethod
-    def _freeze(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.nn.Module:
-        traced = torch.jit.trace(module.eval(), example, check_trace=False)
-        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
 
     @staticmethod
-    def _numpy(outputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, ...]:
+    def _numpy(*outputs: torch.Tensor) -> tuple[np.ndarray, ...]:
         return tuple(t.contiguous().cpu().numpy() for t in outputs)
 
     def pnet(self, x: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            prob, box = self._numpy(self._pnet(self._tensor(x), torch.from_numpy(edge).to(self.device)))
+            out = self.nets.pnet(self._tensor(x), torch.from_numpy(edge).to(self.device))
+            prob, box = self._numpy(face_probability(out.score), out.box)
         return prob, box
 
     def rnet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            prob, box = self._numpy(self._rnet(self._tensor(x)))
+            out = self.nets.rnet(self._tensor(x))
+            prob, box = self._numpy(face_probability(out.score), out.box)
         return prob, box
 
     def onet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            prob, box, landmarks = self._numpy(self._onet(self._tensor(x)))
+            out = self.nets.onet(self._tensor(x), landmarks=True)
+            assert out.landmarks is not None
+            prob, box, landmarks = self._numpy(face_probability(out.score), out.box, out.landmarks)
         return prob, box, landmarks
 
 
@@ -182,8 +150,11 @@ def resize_area(sat: np.ndarray, height: int, width: int) -> np.ndarray:
     h_in, w_in = sat.shape[0] - 1, sat.shape[1] - 1
     ylo, yhi = area_bins(np.zeros(1), np.array([h_in]), height)
     xlo, xhi = area_bins(np.zeros(1), np.array([w_in]), width)
-    rows = sat[yhi[0]] - sat[ylo[0]]  # (height, W + 1, 3): contiguous row gathers
-    out = (rows[:, xhi[0]] - rows[:, xlo[0]]).astype(np.float32)
+    rows = np.take(sat, yhi[0], axis=0)  # (height, W + 1, 3), contiguous row copies
+    rows -= np.take(sat, ylo[0], axis=0)
+    s = np.take(rows, xhi[0], axis=1)
+    s -= np.take(rows, xlo[0], axis=1)
+    out = s.astype(np.float32)
     out /= (yhi[0] - ylo[0]).astype(np.float32)[:, None, None]
     out /= (xhi[0] - xlo[0]).astype(np.float32)[None, :, None]
     return out
@@ -485,8 +456,8 @@ class MTCNNDetector(Detector):
         thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         nms_threshold: float = 0.7,
         pnet_max_pixels: int = 1_500_000,
-        rnet_batch: int = 2048,
-        onet_batch: int = 512,
+        rnet_batch: int = 512,
+        onet_batch: int = 256,
     ) -> None:
         if min_face_size <= 0:
             raise ValueError(f"min_face_size must be > 0, got {min_face_size}")
@@ -506,85 +477,81 @@ class MTCNNDetector(Detector):
 
     # -------------------------------------------------------------------- stage 1
 
-    def _stage_pnet(self, images: Sequence[np.ndarray], ii: IntegralImages
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All pyramid levels of all images through P-Net. Returns the R-Net candidates:
-        image index (N,), boxes (N, 4) float32 in reference coordinates (after NMS per level
-        and per image, regression and squaring), P-Net scores (N,)."""
-        t0 = self.thresholds[0]
+    def pnet_maps(self, images: Sequence[np.ndarray], ii: IntegralImages | None = None
+                  ) -> tuple[list[tuple[int, float]], list[np.ndarray], list[np.ndarray]]:
+        """P-Net over every pyramid level of every image, in as few network calls as the
+        ``pnet_max_pixels`` bound allows (levels, cut into row bands when too big, packed
+        onto canvases). Returns the levels as (image index, scale), and per level the face
+        probability map (H', W') and regression map (4, H', W'), each equal to running
+        P-Net on that level alone."""
+        ii = IntegralImages(images) if ii is None else ii
         levels: list[tuple[int, float, int, int]] = []  # (image, scale, h, w)
         for i, im in enumerate(images):
             h, w = im.shape[:2]
             for s in pyramid_scales(h, w, self.min_face_size, self.factor):
                 levels.append((i, s, *level_size(h, w, s)))
-        empty = (np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+        probs = [np.empty((pnet_output_size(h), pnet_output_size(w)), np.float32) for _, _, h, w in levels]
+        regs = [np.empty((4, pnet_output_size(h), pnet_output_size(w)), np.float32) for _, _, h, w in levels]
         if not levels:
-            return empty
+            return [], probs, regs
         # Canvas width: room for the two largest levels of an image side by side.
         width = 0
         for i in range(len(images)):
             ws = [w + (w & 1) for img_i, _, _, w in levels if img_i == i]
             width = max(width, sum(ws[:2]))
-        bands = []  # (level index, row0, rows, out_row0, out_rows)
-        for li, (_, _, h, w) in enumerate(levels):
-            for row0, rows, out_row0, out_rows in split_rows(h, w, self.pnet_max_pixels):
-                bands.append((li, row0, rows, out_row0, out_rows))
-        max_height = max(PNET_CELL + 2, self.pnet_max_pixels // width)
-        places = pack_pieces([(b[2], levels[b[0]][3]) for b in bands], width, max_height)
-        pieces = [
-            Piece(levels[li][0], li, row0, rows, levels[li][3], c, y, x, out_row0, out_rows)
-            for (li, row0, rows, out_row0, out_rows), (c, y, x) in zip(bands, places)
-        ]
+        bands = [(li, *band) for li, (_, _, h, w) in enumerate(levels)
+                 for band in split_rows(h, w, self.pnet_max_pixels)]
+        places = pack_pieces([(b[2], levels[b[0]][3]) for b in bands], width,
+                             max(PNET_CELL + 2, self.pnet_max_pixels // width))
+        pieces = [Piece(levels[li][0], li, row0, rows, levels[li][3], c, y, x, out_row0, out_rows)
+                  for (li, row0, rows, out_row0, out_rows), (c, y, x) in zip(bands, places)]
         resized: dict[int, np.ndarray] = {}
-        cand_img, cand_lvl, cand_y, cand_x, cand_score, cand_reg = [], [], [], [], [], []
+        bands_left = np.bincount([b[0] for b in bands], minlength=len(levels))
         for c in range(max(p.canvas for p in pieces) + 1):
             on = [p for p in pieces if p.canvas == c]
             ch = max(p.y + p.rows + (p.rows & 1) for p in on)
             cw = max(p.x + p.cols + (p.cols & 1) for p in on)
             canvas = np.zeros((1, ch, cw, 3), np.float32)
             edge = np.full((1, 1, ch - 2, cw - 2), EDGE_VALUE, np.float32)
-            level_map = np.full((pnet_output_size(ch), pnet_output_size(cw)), -1, np.int32)
-            for k, p in enumerate(on):
-                img_i, scale, lh, lw = levels[p.level]
+            for p in on:
+                img_i, _, lh, lw = levels[p.level]
                 if p.level not in resized:
                     resized[p.level] = normalize(resize_area(ii.sat(img_i), lh, lw))
                 canvas[0, p.y:p.y + p.rows, p.x:p.x + p.cols] = resized[p.level][p.row0:p.row0 + p.rows]
                 edge[0, 0, p.y:p.y + p.rows - 2, p.x:p.x + p.cols - 2] = 0.0
-                oy, ox = p.y // 2, p.x // 2
-                level_map[oy:oy + p.out_rows, ox:ox + pnet_output_size(p.cols)] = k
+                bands_left[p.level] -= 1
+                if not bands_left[p.level]:
+                    del resized[p.level]
             prob, reg = self.runner.pnet(canvas.transpose(0, 3, 1, 2), edge)
-            prob, reg = prob[0], reg[0]
-            hit = (prob >= t0) & (level_map >= 0)
-            ys, xs = np.nonzero(hit)
-            if ys.size == 0:
-                continue
-            k = level_map[ys, xs]
-            py = np.array([p.y // 2 - p.out_row0 for p in on], np.int64)[k]
-            px = np.array([p.x // 2 for p in on], np.int64)[k]
-            cand_img.append(np.array([p.image for p in on], np.int64)[k])
-            cand_lvl.append(np.array([p.level for p in on], np.int64)[k])
-            cand_y.append(ys - py)
-            cand_x.append(xs - px)
-            cand_score.append(prob[ys, xs])
-            cand_reg.append(reg[:, ys, xs].T)
-        if not cand_img:
-            return empty
-        img_idx = np.concatenate(cand_img)
-        lvl = np.concatenate(cand_lvl)
-        gy = np.concatenate(cand_y).astype(np.float32)
-        gx = np.concatenate(cand_x).astype(np.float32)
-        score = np.concatenate(cand_score).astype(np.float32)
-        reg = np.concatenate(cand_reg).astype(np.float32)
-        scale = np.array([lv[1] for lv in levels], np.float32)[lvl]
-        # Window of cell (gy, gx) in the reference's 1-based pixel coordinates.
+            for p in on:
+                oy, ox, n, w_out = p.y // 2, p.x // 2, p.out_rows, pnet_output_size(p.cols)
+                probs[p.level][p.out_row0:p.out_row0 + n] = prob[0, oy:oy + n, ox:ox + w_out]
+                regs[p.level][:, p.out_row0:p.out_row0 + n] = reg[0, :, oy:oy + n, ox:ox + w_out]
+        return [(i, s) for i, s, _, _ in levels], probs, regs
+
+    def _stage_pnet(self, images: Sequence[np.ndarray], ii: IntegralImages
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All pyramid levels of all images through P-Net. Returns the R-Net candidates:
+        image index (N,), boxes (N, 4) float32 in reference coordinates (after NMS per level
+        and per image, regression and squaring), P-Net scores (N,)."""
+        levels, probs, regs = self.pnet_maps(images, ii)
+        hits = [np.nonzero(p >= self.thresholds[0]) for p in probs]
+        counts = np.array([len(y) for y, _ in hits], np.int64)
+        if not counts.sum():
+            return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        lvl = np.repeat(np.arange(len(levels)), counts)
+        img_idx = np.array([i for i, _ in levels], np.int64)[lvl]
+        scale = np.array([s for _, s in levels], np.float32)[lvl]
+        gy = np.concatenate([y for y, _ in hits]).astype(np.float32)
+        gx = np.concatenate([x for _, x in hits]).astype(np.float32)
+        score = np.concatenate([p[h] for p, h in zip(probs, hits)])
+        reg = np.concatenate([r[:, y, x].T for r, (y, x) in zip(regs, hits)])
+        # Window of cell (gy, gx), float32 as the reference computes it.
         stride, cell = np.float32(PNET_STRIDE), np.float32(PNET_CELL)
         boxes = np.stack([
             np.floor((stride * gx + 1) / scale), np.floor((stride * gy + 1) / scale),
             np.floor((stride * gx + cell) / scale), np.floor((stride * gy + cell) / scale),
         ], axis=1).astype(np.float32)
-        # Level order first, so that ties keep the reference's order.
-        order = np.lexsort((gx, gy, lvl))
-        img_idx, lvl, boxes, score, reg = img_idx[order], lvl[order], boxes[order], score[order], reg[order]
         keep = nms_sparse(boxes, score, lvl, 0.5)
         keep = keep[np.argsort(lvl[keep], kind="stable")]  # by level, then score (as the reference)
         img_idx, boxes, score, reg = img_idx[keep], boxes[keep], score[keep], reg[keep]
@@ -689,14 +656,14 @@ class MTCNNDetector(Detector):
 
 
 def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", backend: str = "torch",
-          jit: bool = True, **options) -> MTCNNDetector:
+          **options) -> MTCNNDetector:
     """``facesieve.load("mtcnn", weights=None | dir with det1-3.npy | .pt, device, **options)``.
 
     Default weights: the original MTCNN weights from the PyPI ``mtcnn`` package, converted
-    and cached at first use. backend: "torch" (``jit``: traced and frozen modules, faster on
-    CPU; False: eager modules) or another ``facesieve.backends`` name (options ``threads``,
-    ``half``, ``backend_options`` go to its runner). ``score_threshold`` sets the O-Net
-    threshold unless ``thresholds`` is given. Other options: see ``MTCNNDetector``.
+    and cached at first use. backend: "torch", or another ``facesieve.backends`` name
+    (options ``threads``, ``half``, ``backend_options`` go to its runner).
+    ``score_threshold`` sets the O-Net threshold unless ``thresholds`` is given. Other
+    options: see ``MTCNNDetector``.
     """
     if name != "mtcnn":
         raise ValueError(f"unknown MTCNN model {name!r}")
@@ -708,7 +675,7 @@ def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", 
     runner_options = {k: options.pop(k) for k in ("threads", "half", "backend_options") if k in options}
     runner: MTCNNRunner
     if backend == "torch" and not runner_options.get("half"):
-        runner = TorchMTCNNRunner(nets, device, mode="jit" if jit else "eager")
+        runner = TorchMTCNNRunner(nets, device)
     else:
         from facesieve.backends.mtcnn import mtcnn_runner
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 IMAGE_MEAN = 127.5
@@ -37,6 +38,20 @@ class MTCNNOutput(NamedTuple):
 def face_probability(score: torch.Tensor) -> torch.Tensor:
     """Face probability from 2-channel logits (channel dim 1): softmax(score)[:, 1]."""
     return torch.softmax(score, dim=1)[:, 1]
+
+
+def prelu(module: nn.PReLU, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``. For channels-last maps with fewer than 16 channels (P-Net's first
+    layer: 10) it runs on a (pixels / k, k * C) view with the weights tiled k times, which
+    PyTorch's CPU kernel vectorises (same values, ~3x faster than on the 4-D map)."""
+    c = x.shape[1] if x.dim() == 4 else 0
+    if 0 < c < 16 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        k = 16 // c + (16 % c > 0)
+        if (x.numel() // c) % k == 0:
+            n, _, h, w = x.shape
+            y = F.prelu(x.permute(0, 2, 3, 1).reshape(-1, k * c), module.weight.repeat(k))
+            return y.view(n, h, w, c).permute(0, 3, 1, 2)
+    return module(x)
 
 
 class PNet(nn.Module):
@@ -70,12 +85,12 @@ class PNet(nn.Module):
         value elsewhere. With it, several images packed into one tensor (even offsets) give
         the same outputs as separate runs, including ceil-mode pooling at odd-sized edges.
         """
-        x = self.prelu1(self.conv1(x))
+        x = prelu(self.prelu1, self.conv1(x))
         if edge is not None:
             x = x + edge if x.requires_grad else x.add_(edge)
         x = self.pool1(x)
-        x = self.prelu2(self.conv2(x))
-        x = self.prelu3(self.conv3(x))
+        x = prelu(self.prelu2, self.conv2(x))
+        x = prelu(self.prelu3, self.conv3(x))
         return MTCNNOutput(self.score(x), self.box(x), self.landmarks(x) if landmarks else None)
 
 
@@ -101,10 +116,10 @@ class RNet(nn.Module):
         self.landmarks = nn.Linear(128, 10)
 
     def forward(self, x: torch.Tensor, landmarks: bool = False) -> MTCNNOutput:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu3(self.conv3(x))
-        x = self.prelu4(self.fc(torch.flatten(x, 1)))
+        x = self.pool1(prelu(self.prelu1, self.conv1(x)))
+        x = self.pool2(prelu(self.prelu2, self.conv2(x)))
+        x = prelu(self.prelu3, self.conv3(x))
+        x = prelu(self.prelu4, self.fc(torch.flatten(x, 1)))
         return MTCNNOutput(self.score(x), self.box(x), self.landmarks(x) if landmarks else None)
 
 
@@ -133,11 +148,11 @@ class ONet(nn.Module):
         self.landmarks = nn.Linear(256, 10)
 
     def forward(self, x: torch.Tensor, landmarks: bool = True) -> MTCNNOutput:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.fc(torch.flatten(x, 1)))
+        x = self.pool1(prelu(self.prelu1, self.conv1(x)))
+        x = self.pool2(prelu(self.prelu2, self.conv2(x)))
+        x = self.pool3(prelu(self.prelu3, self.conv3(x)))
+        x = prelu(self.prelu4, self.conv4(x))
+        x = prelu(self.prelu5, self.fc(torch.flatten(x, 1)))
         return MTCNNOutput(self.score(x), self.box(x), self.landmarks(x) if landmarks else None)
 
 
