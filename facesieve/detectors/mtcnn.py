@@ -65,9 +65,16 @@ class MTCNNRunner(Protocol):
 
 class TorchMTCNNRunner:
     """``MTCNNRunner`` on the PyTorch modules: inference mode, channels-last memory layout
-    (on CPU several times faster than NCHW for these small-channel convolutions and pools)."""
+    (on CPU several times faster than NCHW for these small-channel convolutions and pools).
 
-    def __init__(self, nets: MTCNNNets, device: str | torch.device = "cpu") -> None:
+    mode: "eager". "jit" is accepted for compatibility and runs eager too: the traced and
+    frozen runner was removed (``torch.jit.freeze`` is deprecated, and it was slower on
+    P-Net's varying canvas sizes).
+    """
+
+    def __init__(self, nets: MTCNNNets, device: str | torch.device = "cpu", mode: str = "eager") -> None:
+        if mode not in ("eager", "jit"):
+            raise ValueError(f"runner mode must be 'eager', got {mode!r}")
         self.device = torch.device(device)
         self.nets = nets.eval().to(self.device, memory_format=torch.channels_last)
 
