@@ -26,8 +26,9 @@ NCHW numpy arrays) so another backend (e.g. ONNX Runtime) can replace the torch 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -116,13 +117,17 @@ class IntegralImages:
     rectangle whose true sum is < 2**32 (every resampling bin here), even on huge images.
     """
 
-    def __init__(self, images: Sequence[np.ndarray]) -> None:
+    def __init__(self, images: Sequence[np.ndarray], map_fn: Callable[..., list[Any]] | None = None) -> None:
+        """map_fn: optional parallel ``map(fn, items) -> list`` (the tables are independent)."""
         self.shapes = [im.shape[:2] for im in images]
         sizes = np.array([(h + 1) * (w + 1) for h, w in self.shapes], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.table = np.empty((int(sizes.sum()), 3), np.uint32)
-        for i, im in enumerate(images):
-            cv2.integral(np.ascontiguousarray(im), sum=self.sat(i).view(np.int32), sdepth=cv2.CV_32S)
+
+        def fill(i: int) -> None:
+            cv2.integral(np.ascontiguousarray(images[i]), sum=self.sat(i).view(np.int32), sdepth=cv2.CV_32S)
+
+        (map_fn or (lambda f, xs: [f(x) for x in xs]))(fill, range(len(images)))
 
     def sat(self, i: int) -> np.ndarray:
         h, w = self.shapes[i]
@@ -481,6 +486,21 @@ class MTCNNDetector(Detector):
         self.pnet_max_pixels = int(pnet_max_pixels)
         self.rnet_batch = max(1, int(rnet_batch))
         self.onet_batch = max(1, int(onet_batch))
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}  # picklable (the thread pool is recreated)
+
+    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[fn(x) for x in items]`` on up to ``torch.get_num_threads()`` threads: the numpy
+        and OpenCV work between network calls (integral images, resampling, crops) releases
+        the GIL, so it uses the cores the networks use."""
+        n = max(1, torch.get_num_threads())
+        if n == 1 or len(items) < 2:
+            return [fn(x) for x in items]
+        if self._pool is None or self._pool._max_workers != n:
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix="facesieve-mtcnn")
+        return list(self._pool.map(fn, items))
 
     # -------------------------------------------------------------------- stage 1
 
@@ -491,7 +511,7 @@ class MTCNNDetector(Detector):
         onto canvases). Returns the levels as (image index, scale), and per level the face
         probability map (H', W') and regression map (4, H', W'), each equal to running
         P-Net on that level alone."""
-        ii = IntegralImages(images) if ii is None else ii
+        ii = IntegralImages(images, self._map) if ii is None else ii
         levels: list[tuple[int, float, int, int]] = []  # (image, scale, h, w)
         for i, im in enumerate(images):
             h, w = im.shape[:2]
@@ -512,8 +532,9 @@ class MTCNNDetector(Detector):
                              max(PNET_CELL + 2, self.pnet_max_pixels // width))
         pieces = [Piece(levels[li][0], li, row0, rows, levels[li][3], c, y, x, out_row0, out_rows)
                   for (li, row0, rows, out_row0, out_rows), (c, y, x) in zip(bands, places)]
-        resized: dict[int, np.ndarray] = {}
-        bands_left = np.bincount([b[0] for b in bands], minlength=len(levels))
+        order = sorted(range(len(levels)), key=lambda k: -levels[k][2] * levels[k][3])  # big first
+        resized = dict(zip(order, self._map(
+            lambda k: normalize(resize_area(ii.sat(levels[k][0]), levels[k][2], levels[k][3])), order)))
         for c in range(max(p.canvas for p in pieces) + 1):
             on = [p for p in pieces if p.canvas == c]
             ch = max(p.y + p.rows + (p.rows & 1) for p in on)
@@ -521,14 +542,8 @@ class MTCNNDetector(Detector):
             canvas = np.zeros((1, ch, cw, 3), np.float32)
             edge = np.full((1, 1, ch - 2, cw - 2), EDGE_VALUE, np.float32)
             for p in on:
-                img_i, _, lh, lw = levels[p.level]
-                if p.level not in resized:
-                    resized[p.level] = normalize(resize_area(ii.sat(img_i), lh, lw))
                 canvas[0, p.y:p.y + p.rows, p.x:p.x + p.cols] = resized[p.level][p.row0:p.row0 + p.rows]
                 edge[0, 0, p.y:p.y + p.rows - 2, p.x:p.x + p.cols - 2] = 0.0
-                bands_left[p.level] -= 1
-                if not bands_left[p.level]:
-                    del resized[p.level]
             prob, reg = self.runner.pnet(canvas.transpose(0, 3, 1, 2), edge)
             for p in on:
                 oy, ox, n, w_out = p.y // 2, p.x // 2, p.out_rows, pnet_output_size(p.cols)
@@ -576,8 +591,11 @@ class MTCNNDetector(Detector):
         order, and the (N,) bool mask of the boxes with a non-empty crop."""
         hw = np.array(ii.shapes, np.int64).reshape(-1, 2)[img_idx]
         y0, y1, x0, x1, ok = crop_windows(boxes, hw[:, 1], hw[:, 0])
-        crops = crop_resize_area(ii, img_idx[ok], y0[ok], y1[ok], x0[ok], x1[ok], size)
-        return normalize(crops), ok
+        sel = np.nonzero(ok)[0]
+        parts = np.array_split(sel, max(1, min(len(sel) // 64, 4 * torch.get_num_threads())))
+        crops = self._map(lambda k: normalize(crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size)),
+                          parts)
+        return np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.float32), ok
 
     # -------------------------------------------------------------------- cascade
 
@@ -620,7 +638,7 @@ class MTCNNDetector(Detector):
         sorted by decreasing score. score_threshold: O-Net threshold (default thresholds[2])."""
         t2 = self.thresholds[2] if score_threshold is None else float(score_threshold)
         nt = self.nms_threshold if nms_threshold is None else float(nms_threshold)
-        ii = IntegralImages(images)
+        ii = IntegralImages(images, self._map)
         img_idx, boxes, _ = self._stage_pnet(images, ii)
         if len(boxes):
             img_idx, boxes, _ = self._stage_rnet(ii, img_idx, boxes)
@@ -638,7 +656,7 @@ class MTCNNDetector(Detector):
         mining training samples and measuring stage recall."""
         if stage not in ("rnet", "onet"):
             raise ValueError(f"proposals are for 'rnet' or 'onet', got {stage!r}")
-        ii = IntegralImages(images)
+        ii = IntegralImages(images, self._map)
         img_idx, boxes, scores = self._stage_pnet(images, ii)
         if stage == "onet" and len(boxes):
             img_idx, boxes, scores = self._stage_rnet(ii, img_idx, boxes)
