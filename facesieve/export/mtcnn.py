@@ -10,6 +10,7 @@ Inputs are RGB, ``(pixel - 127.5) / 128``; ``prob`` is softmax(score)[:, 1].
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -64,7 +65,10 @@ def stage_graph(nets: MTCNNNets, stage: str) -> nn.Module:
 
 
 def export_mtcnn_stage(nets: MTCNNNets, stage: str) -> bytes:
-    """ONNX bytes of one stage (the nets must be float32 on the CPU)."""
+    """ONNX bytes of one stage (from a float32, CPU, NCHW-contiguous copy of the nets: with
+    channels-last weights the modules take layout-specific shortcuts that tracing would freeze
+    to one input size)."""
+    nets = copy.deepcopy(nets).to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format)
     graph = stage_graph(nets, stage)
     if stage == "pnet":
         h, w = 40, 52
