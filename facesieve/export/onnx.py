@@ -20,7 +20,7 @@ from torch import nn
 from facesieve.io.atomic import atomic_write_bytes
 from facesieve.weights.cache import cache_dir
 
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2
 """Bump whenever an exported graph changes (wrappers, names, opset): part of every cache key."""
 
 OPSET = 17
