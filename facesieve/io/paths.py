@@ -1,4 +1,4 @@
-"""Expand command-line inputs (files, directories, globs) into a list of image paths."""
+"""Expand command-line inputs (files, directories, globs) into a list of image (or video) paths."""
 from __future__ import annotations
 
 import glob
@@ -56,13 +56,15 @@ def _active(exclude: Sequence[Path], anchor: Path) -> list[Path]:
     return [e for e in exclude if not _within(anchor, [e])]
 
 
-def _walk_dir(root: Path, exclude: Sequence[Path]) -> list[Path]:
-    """Image files under ``root`` (recursive), skipping hidden files/dirs and ``exclude``."""
+def _walk_dir(root: Path, exclude: Sequence[Path], extensions: frozenset[str]) -> list[Path]:
+    """Files with one of ``extensions`` under ``root`` (recursive), skipping hidden files/dirs and ``exclude``."""
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         d = Path(dirpath)
         dirnames[:] = [n for n in dirnames if not n.startswith(".") and not _within(d / n, exclude)]
-        found.extend(d / n for n in filenames if not n.startswith(".") and is_image_path(n))
+        found.extend(
+            d / n for n in filenames if not n.startswith(".") and Path(n).suffix.lower() in extensions
+        )
     return found
 
 
@@ -70,7 +72,11 @@ def _sort_key(p: Path) -> tuple[str, ...]:
     return tuple(p.parts)
 
 
-def expand_inputs(args: Iterable[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()) -> ExpandedInputs:
+def expand_inputs(
+    args: Iterable[str | os.PathLike],
+    exclude: Iterable[str | os.PathLike] = (),
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+) -> ExpandedInputs:
     """Expand files, directories (recursively) and glob patterns into image paths.
 
     args: command-line inputs. A path that exists is taken literally (even if it contains
@@ -79,7 +85,10 @@ def expand_inputs(args: Iterable[str | os.PathLike], exclude: Iterable[str | os.
     exclude: directories skipped inside directory walks and glob matches (e.g. the output
         directory, so a re-run does not pick up its own annotated images), unless the
         argument itself names that directory or a path inside it.
+    extensions: lower-case suffixes picked up from directories and globs (default: images;
+        the video job passes its video suffixes).
     """
+    exts = frozenset(e.lower() for e in extensions)
     excl = [Path(os.path.realpath(e)) for e in exclude]
     result = ExpandedInputs()
     seen: set[str] = set()
@@ -94,7 +103,7 @@ def expand_inputs(args: Iterable[str | os.PathLike], exclude: Iterable[str | os.
         arg = os.fspath(raw)
         path = Path(arg).expanduser()
         if path.is_dir():
-            matches = sorted(_walk_dir(path, _active(excl, path)), key=_sort_key)
+            matches = sorted(_walk_dir(path, _active(excl, path), exts), key=_sort_key)
         elif path.exists() or not _is_glob(arg):
             add(path)  # explicit file (or missing file): kept as given
             continue
@@ -106,8 +115,8 @@ def expand_inputs(args: Iterable[str | os.PathLike], exclude: Iterable[str | os.
                 mp = Path(m)
                 if mp.is_dir():
                     if not _within(mp, ex):
-                        matches.extend(_walk_dir(mp, ex))
-                elif mp.is_file() and is_image_path(mp) and not _within(mp, ex):
+                        matches.extend(_walk_dir(mp, ex, exts))
+                elif mp.is_file() and mp.suffix.lower() in exts and not _within(mp, ex):
                     matches.append(mp)
             matches = sorted(set(matches), key=_sort_key)
         if not matches:

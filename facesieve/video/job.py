@@ -11,7 +11,6 @@ writes the outputs, so decoding of the next frames overlaps detection.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import os
 import queue
@@ -28,6 +27,7 @@ import cv2
 import numpy as np
 
 from facesieve.detectors.base import Detector
+from facesieve.io.paths import expand_inputs
 from facesieve.types import Face
 from facesieve.video import manifest as mf
 from facesieve.video.align import align_face, box_crop, select_faces
@@ -327,47 +327,8 @@ def expand_video_inputs(
     suffix. ``exclude``: directories never searched (the output directory). Returns
     (paths in a stable order without duplicates, arguments that matched nothing).
     """
-    excl = [Path(os.path.realpath(e)) for e in exclude]
-
-    def excluded(p: Path) -> bool:
-        real = Path(os.path.realpath(p))
-        return any(real == e or e in real.parents for e in excl)
-
-    def walk(root: Path) -> list[Path]:
-        found = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            d = Path(dirpath)
-            dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and not excluded(d / n))
-            found += [d / n for n in filenames
-                      if not n.startswith(".") and Path(n).suffix.lower() in VIDEO_EXTENSIONS]
-        return sorted(found, key=lambda p: p.parts)
-
-    paths: list[Path] = []
-    seen: set[str] = set()
-    unmatched: list[str] = []
-    for raw in args:
-        arg = os.fspath(raw)
-        p = Path(arg).expanduser()
-        if p.is_dir():
-            matches = walk(p)
-        elif p.exists() or not any(c in arg for c in "*?["):
-            matches = [p]
-        else:
-            matches = []
-            for m in sorted(glob.glob(os.path.expanduser(arg), recursive=True)):
-                mp = Path(m)
-                if mp.is_dir():
-                    matches += walk(mp)
-                elif mp.suffix.lower() in VIDEO_EXTENSIONS and not excluded(mp):
-                    matches.append(mp)
-        if not matches:
-            unmatched.append(arg)
-        for m in matches:
-            key = os.path.normcase(os.path.realpath(m))
-            if key not in seen:
-                seen.add(key)
-                paths.append(m)
-    return paths, unmatched
+    found = expand_inputs(args, exclude=exclude, extensions=VIDEO_EXTENSIONS)
+    return found.paths, found.unmatched
 
 
 def video_ids(paths: Sequence[Path]) -> list[str]:
