@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -121,6 +122,17 @@ def build(key: str, args: argparse.Namespace) -> Predict:
     raise SystemExit(f"unknown detector {key!r}; known: {', '.join(ALL_KEYS)}")
 
 
+def cpu_model() -> str:
+    """CPU model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def fastest(results: dict[str, dict[str, Any]], keys: dict[str, str]) -> str | None:
     present = [k for k in keys if k in results]
     return min(present, key=lambda k: results[k]["median_ms"]) if present else None
@@ -152,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"need more than {WARMUP} images, got {len(rels)}")
     image_keys = [image_key(r) for r in rels]
     images = [facesieve.load_image(p) for p in image_paths(args.data, rels)]
-    print(f"{len(images)} images; {args.threads} threads; {platform.processor() or platform.machine()}; "
+    print(f"{len(images)} images; {args.threads} threads; {cpu_model()} ({os.cpu_count()} CPUs); "
           f"torch {torch.__version__}", flush=True)
 
     predictors: dict[str, Predict] = {}
@@ -208,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 line += f"; AP - {results[other]['name']}: {d}"
         print(line)
     out = {"images": len(images), "timed_images": len(images) - WARMUP, "threads": args.threads,
-           "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+           "machine": f"{cpu_model()} ({os.cpu_count()} CPUs)", "python": platform.python_version(),
            "torch": torch.__version__, "score_threshold": args.score_threshold, "results": results,
            "summary": summary}
     if args.json:
