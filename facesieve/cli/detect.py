@@ -65,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, choices=available_models(), help="default: %(default)s")
     p.add_argument("--weights", default=None, metavar="PATH|URL", help="checkpoint overriding the model's default weights")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: %(default)s)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="inference backend (default: %(default)s; see docs/performance.md)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="onnxruntime/openvino threads per call (default: all available cores)")
     p.add_argument("--out", default="facesieve_out", type=Path, metavar="DIR", help="output directory (default: %(default)s)")
     p.add_argument("--score-threshold", type=_unit_float, default=None, metavar="S",
                    help="keep faces scoring >= S (default: the model's)")
@@ -199,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"loading {args.model} on {args.device} ...", file=sys.stderr, flush=True)
     t_load = time.perf_counter()
     try:
-        detector = facesieve.load(args.model, weights=args.weights, device=args.device)
+        detector = facesieve.load(args.model, weights=args.weights, device=args.device,
+                                  backend=args.backend, threads=args.threads)
     except Exception as e:  # report, do not dump a traceback for a bad --weights/--device
         print(f"facesieve detect: error: cannot load model {args.model!r}: {e}", file=sys.stderr)
         return 2
