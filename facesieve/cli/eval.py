@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--predictions", metavar="PRED_DIR", help="evaluate an existing prediction folder instead")
     w.add_argument("--weights", help="checkpoint path or URL overriding the model's default weights")
     w.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    w.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino"),
+                   help="inference backend (default: torch; see docs/performance.md)")
+    w.add_argument("--threads", type=int, help="onnxruntime/openvino threads per call (default: all cores)")
     w.add_argument("--out", metavar="PRED_DIR", help="output folder (default: widerface_<model>, or the --predictions folder)")
     w.add_argument("--score-threshold", type=float, default=0.02, help="detector score threshold (default: 0.02)")
     w.add_argument("--nms-threshold", type=float, default=0.4, help="detector NMS IoU threshold (default: 0.4)")
@@ -61,7 +64,8 @@ def run_widerface(args: argparse.Namespace) -> int:
         else:
             from facesieve.api import load
 
-            detector = load(args.model, weights=args.weights, device=args.device)
+            detector = load(args.model, weights=args.weights, device=args.device, backend=args.backend,
+                            threads=args.threads)
             out = Path(args.out) if args.out else Path(f"widerface_{args.model}")
             result = evaluate_detector(
                 detector,
