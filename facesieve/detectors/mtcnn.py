@@ -27,8 +27,9 @@ NCHW numpy arrays) so another backend (e.g. ONNX Runtime) can replace the torch 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -446,6 +447,17 @@ def nms_sparse(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray | None,
 # ----------------------------------------------------------------------------- detector
 
 
+@contextmanager
+def _restore_threads() -> Iterator[None]:
+    """Restore torch's thread count afterwards (worker threads set theirs to 1, which also
+    changes MKL's process-wide count)."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 class MTCNNDetector(Detector):
     """MTCNN cascade. Options (all keyword, all in pixels / probabilities):
 
@@ -453,8 +465,12 @@ class MTCNNDetector(Detector):
     thresholds: (P-Net, R-Net, O-Net) probability thresholds (0.6, 0.7, 0.7); a call's
         ``score_threshold`` replaces the O-Net threshold;
     nms_threshold: final "min"-mode NMS overlap (0.7);
-    pnet_max_pixels: canvas size bound for one P-Net call (memory), px;
-    rnet_batch / onet_batch: crops per R-Net / O-Net call.
+    pnet_max_pixels: canvas size bound for one P-Net call, px; rnet_batch / onet_batch: crops
+        per R-Net / O-Net call. The defaults keep each call's activations cache-sized: on a
+        2-core CPU, 0.3 MP canvases ran P-Net 1.5x faster than 1.5 MP ones, and chunks of
+        256 / 64 crops R-Net 1.8x and O-Net 2.2x faster than 1024 / 256 (single thread);
+    workers: threads running independent pieces of work side by side (default: torch's
+        thread count at call time; see ``_map``).
     """
 
     name = "mtcnn"
@@ -467,9 +483,10 @@ class MTCNNDetector(Detector):
         factor: float = 0.709,
         thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         nms_threshold: float = 0.7,
-        pnet_max_pixels: int = 1_500_000,
-        rnet_batch: int = 512,
-        onet_batch: int = 256,
+        pnet_max_pixels: int = 300_000,
+        rnet_batch: int = 256,
+        onet_batch: int = 64,
+        workers: int | None = None,
     ) -> None:
         if min_face_size <= 0:
             raise ValueError(f"min_face_size must be > 0, got {min_face_size}")
@@ -486,21 +503,39 @@ class MTCNNDetector(Detector):
         self.pnet_max_pixels = int(pnet_max_pixels)
         self.rnet_batch = max(1, int(rnet_batch))
         self.onet_batch = max(1, int(onet_batch))
+        self.workers = None if workers is None else max(1, int(workers))
         self._pool: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pool": None}  # picklable (the thread pool is recreated)
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        """``[fn(x) for x in items]`` on up to ``torch.get_num_threads()`` threads: the numpy
-        and OpenCV work between network calls (integral images, resampling, crops) releases
-        the GIL, so it uses the cores the networks use."""
-        n = max(1, torch.get_num_threads())
+        """``[fn(x) for x in items]``, spread over ``workers`` threads (default: torch's
+        thread count) that each run torch single-threaded.
+
+        The cascade is made of independent pieces of work (integral images, pyramid levels,
+        P-Net canvases, chunks of crops with their R-/O-Net call); numpy, OpenCV and torch
+        release the GIL, so running whole pieces side by side keeps every core busy without
+        the per-operation thread synchronisation of intra-op parallelism, and each core
+        works in its own cache. (Measured on 2 cores: R-Net and O-Net chunks 3-5x faster
+        than with 2 intra-op threads.)
+        """
+        n = self.workers or max(1, torch.get_num_threads())
         if n == 1 or len(items) < 2:
             return [fn(x) for x in items]
         if self._pool is None or self._pool._max_workers != n:
-            self._pool = ThreadPoolExecutor(n, thread_name_prefix="facesieve-mtcnn")
+            # torch.set_num_threads(1) in a worker sets that thread's OpenMP count (and
+            # process-wide MKL / new-thread defaults, restored by _restore_threads).
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix="facesieve-mtcnn",
+                                            initializer=torch.set_num_threads, initargs=(1,))
         return list(self._pool.map(fn, items))
+
+    def _chunks(self, n_items: int, chunk: int) -> list[np.ndarray]:
+        """Split range(n_items) into pieces of <= chunk, at least one per worker when there is
+        enough work (>= 16 items each)."""
+        n = self.workers or max(1, torch.get_num_threads())
+        parts = max(-(-n_items // chunk), min(n, n_items // 16), 1)
+        return np.array_split(np.arange(n_items), parts)
 
     # -------------------------------------------------------------------- stage 1
 
@@ -511,7 +546,9 @@ class MTCNNDetector(Detector):
         onto canvases). Returns the levels as (image index, scale), and per level the face
         probability map (H', W') and regression map (4, H', W'), each equal to running
         P-Net on that level alone."""
-        ii = IntegralImages(images, self._map) if ii is None else ii
+        if ii is None:
+            with _restore_threads():
+                return self.pnet_maps(images, IntegralImages(images, self._map))
         levels: list[tuple[int, float, int, int]] = []  # (image, scale, h, w)
         for i, im in enumerate(images):
             h, w = im.shape[:2]
@@ -535,8 +572,11 @@ class MTCNNDetector(Detector):
         order = sorted(range(len(levels)), key=lambda k: -levels[k][2] * levels[k][3])  # big first
         resized = dict(zip(order, self._map(
             lambda k: normalize(resize_area(ii.sat(levels[k][0]), levels[k][2], levels[k][3])), order)))
-        for c in range(max(p.canvas for p in pieces) + 1):
-            on = [p for p in pieces if p.canvas == c]
+        by_canvas: dict[int, list[Piece]] = {}
+        for p in pieces:
+            by_canvas.setdefault(p.canvas, []).append(p)
+
+        def run_canvas(on: list[Piece]) -> None:
             ch = max(p.y + p.rows + (p.rows & 1) for p in on)
             cw = max(p.x + p.cols + (p.cols & 1) for p in on)
             canvas = np.zeros((1, ch, cw, 3), np.float32)
@@ -545,10 +585,12 @@ class MTCNNDetector(Detector):
                 canvas[0, p.y:p.y + p.rows, p.x:p.x + p.cols] = resized[p.level][p.row0:p.row0 + p.rows]
                 edge[0, 0, p.y:p.y + p.rows - 2, p.x:p.x + p.cols - 2] = 0.0
             prob, reg = self.runner.pnet(canvas.transpose(0, 3, 1, 2), edge)
-            for p in on:
+            for p in on:  # pieces own disjoint rows of the level maps
                 oy, ox, n, w_out = p.y // 2, p.x // 2, p.out_rows, pnet_output_size(p.cols)
                 probs[p.level][p.out_row0:p.out_row0 + n] = prob[0, oy:oy + n, ox:ox + w_out]
                 regs[p.level][:, p.out_row0:p.out_row0 + n] = reg[0, :, oy:oy + n, ox:ox + w_out]
+
+        self._map(run_canvas, list(by_canvas.values()))
         return [(i, s) for i, s, _, _ in levels], probs, regs
 
     def _stage_pnet(self, images: Sequence[np.ndarray], ii: IntegralImages
@@ -584,18 +626,27 @@ class MTCNNDetector(Detector):
 
     # -------------------------------------------------------------------- crops
 
-    def _crops(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray, size: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def _crop_net(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray, size: int
+                  ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Reference crops of ``boxes`` (reference coordinates) of images ``img_idx``,
-        area-resampled to size x size and normalised -> (N_ok, size, size, 3) float32 in box
-        order, and the (N,) bool mask of the boxes with a non-empty crop."""
+        area-resampled to size x size, normalised and run through R-Net (24) or O-Net (48),
+        chunk by chunk. Returns the (N,) bool mask of boxes with a non-empty crop and the
+        network's outputs for those boxes, in box order."""
         hw = np.array(ii.shapes, np.int64).reshape(-1, 2)[img_idx]
         y0, y1, x0, x1, ok = crop_windows(boxes, hw[:, 1], hw[:, 0])
         sel = np.nonzero(ok)[0]
-        parts = np.array_split(sel, max(1, min(len(sel) // 64, 4 * torch.get_num_threads())))
-        crops = self._map(lambda k: normalize(crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size)),
-                          parts)
-        return np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.float32), ok
+        if not len(sel):
+            shapes = [(0,), (0, 4)] + ([(0, 10)] if size == 48 else [])
+            return ok, tuple(np.zeros(shape, np.float32) for shape in shapes)
+        net = self.runner.rnet if size == 24 else self.runner.onet
+
+        def run(part: np.ndarray) -> tuple[np.ndarray, ...]:
+            k = sel[part]
+            crops = normalize(crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size))
+            return net(crops.transpose(0, 3, 1, 2))
+
+        outs = self._map(run, self._chunks(len(sel), self.rnet_batch if size == 24 else self.onet_batch))
+        return ok, tuple(np.concatenate(parts) for parts in zip(*outs))
 
     # -------------------------------------------------------------------- cascade
 
@@ -603,9 +654,8 @@ class MTCNNDetector(Detector):
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """R-Net on the P-Net candidates -> O-Net candidates (image index, squared boxes in
         reference coordinates, R-Net scores), after threshold, NMS 0.7 and regression."""
-        crops, ok = self._crops(ii, img_idx, boxes, 24)
+        ok, (prob, reg) = self._crop_net(ii, img_idx, boxes, 24)
         img_idx, boxes = img_idx[ok], boxes[ok]
-        prob, reg = self._run_chunks(self.runner.rnet, crops, self.rnet_batch, 2)
         keep = prob > self.thresholds[1]
         img_idx, boxes, prob, reg = img_idx[keep], boxes[keep], prob[keep], reg[keep]
         keep = nms_sparse(boxes, prob, img_idx, 0.7)
@@ -617,9 +667,8 @@ class MTCNNDetector(Detector):
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """O-Net on the R-Net candidates -> faces: image index, boxes (reference
         coordinates), scores, landmarks (N, 5, 2) 0-based px; final "min"-mode NMS."""
-        crops, ok = self._crops(ii, img_idx, boxes, 48)
+        ok, (prob, reg, lm) = self._crop_net(ii, img_idx, boxes, 48)
         img_idx, boxes = img_idx[ok], boxes[ok]
-        prob, reg, lm = self._run_chunks(self.runner.onet, crops, self.onet_batch, 3)
         keep = prob > threshold
         img_idx, boxes, prob, reg, lm = img_idx[keep], boxes[keep], prob[keep], reg[keep], lm[keep]
         one = np.float32(1.0)
@@ -638,14 +687,15 @@ class MTCNNDetector(Detector):
         sorted by decreasing score. score_threshold: O-Net threshold (default thresholds[2])."""
         t2 = self.thresholds[2] if score_threshold is None else float(score_threshold)
         nt = self.nms_threshold if nms_threshold is None else float(nms_threshold)
-        ii = IntegralImages(images, self._map)
-        img_idx, boxes, _ = self._stage_pnet(images, ii)
-        if len(boxes):
-            img_idx, boxes, _ = self._stage_rnet(ii, img_idx, boxes)
-        out_img, out_boxes = np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
-        out_scores, out_lms = np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-        if len(boxes):
-            out_img, out_boxes, out_scores, out_lms = self._stage_onet(ii, img_idx, boxes, t2, nt)
+        with _restore_threads():
+            ii = IntegralImages(images, self._map)
+            img_idx, boxes, _ = self._stage_pnet(images, ii)
+            if len(boxes):
+                img_idx, boxes, _ = self._stage_rnet(ii, img_idx, boxes)
+            out_img, out_boxes = np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
+            out_scores, out_lms = np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+            if len(boxes):
+                out_img, out_boxes, out_scores, out_lms = self._stage_onet(ii, img_idx, boxes, t2, nt)
         return [(out_boxes[out_img == i], out_scores[out_img == i], out_lms[out_img == i])
                 for i in range(len(images))]
 
@@ -656,21 +706,13 @@ class MTCNNDetector(Detector):
         mining training samples and measuring stage recall."""
         if stage not in ("rnet", "onet"):
             raise ValueError(f"proposals are for 'rnet' or 'onet', got {stage!r}")
-        ii = IntegralImages(images, self._map)
-        img_idx, boxes, scores = self._stage_pnet(images, ii)
-        if stage == "onet" and len(boxes):
-            img_idx, boxes, scores = self._stage_rnet(ii, img_idx, boxes)
+        with _restore_threads():
+            ii = IntegralImages(images, self._map)
+            img_idx, boxes, scores = self._stage_pnet(images, ii)
+            if stage == "onet" and len(boxes):
+                img_idx, boxes, scores = self._stage_rnet(ii, img_idx, boxes)
         boxes = boxes.astype(np.float64)
         return [(boxes[img_idx == i], scores[img_idx == i].astype(np.float64)) for i in range(len(images))]
-
-    @staticmethod
-    def _run_chunks(fn, crops: np.ndarray, chunk: int, n_out: int) -> tuple[np.ndarray, ...]:  # noqa: ANN001
-        """Apply a runner call to (N, S, S, 3) crops, ``chunk`` at a time, as NCHW views;
-        concatenate its ``n_out`` outputs (empty arrays for no crops)."""
-        outs = [fn(crops[s:s + chunk].transpose(0, 3, 1, 2)) for s in range(0, len(crops), chunk)]
-        if not outs:
-            return tuple(np.zeros((0,) if k == 0 else (0, 4 if k == 1 else 10), np.float32) for k in range(n_out))
-        return tuple(np.concatenate(parts) for parts in zip(*outs))
 
     def _detect_arrays(self, images: Sequence[np.ndarray], score_threshold: float,
                        nms_threshold: float) -> list[list[Face]]:
