@@ -139,6 +139,16 @@ def test_channels_last_prelu_view_is_exact():
     y.sum().backward()  # differentiable (training)
 
 
+def test_channels_last_max_pool_is_exact():
+    from facesieve.nets.mtcnn import max_pool
+
+    pool = torch.nn.MaxPool2d(2, 2, ceil_mode=True)
+    for shape in ((2, 10, 8, 12), (1, 10, 7, 12), (1, 3, 9, 9)):
+        x = torch.randn(shape)
+        for t in (x, x.contiguous(memory_format=torch.channels_last)):
+            assert torch.equal(max_pool(pool, t), pool(t))
+
+
 def test_bad_weights_are_reported(tmp_path):
     with pytest.raises(facesieve.weights.WeightsError, match="det1.npy"):
         load_mtcnn_state_dict(tmp_path)

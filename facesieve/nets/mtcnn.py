@@ -54,6 +54,19 @@ def prelu(module: nn.PReLU, x: torch.Tensor) -> torch.Tensor:
     return module(x)
 
 
+def max_pool(module: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``. A 2x2 / stride 2 pooling of a channels-last map with even height and
+    width (no partial windows) runs as two elementwise maxima of strided views, several
+    times faster than PyTorch's pooling kernel for few channels (P-Net's 10)."""
+    if (module.kernel_size in (2, (2, 2)) and module.stride in (2, (2, 2)) and x.dim() == 4
+            and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
+            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+        rows = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
+        out = torch.maximum(rows[:, :, :, 0::2], rows[:, :, :, 1::2])
+        return out.contiguous(memory_format=torch.channels_last)
+    return module(x)
+
+
 class PNet(nn.Module):
     """Proposal net: fully convolutional, 12x12 receptive field, output stride 2.
 
@@ -88,7 +101,7 @@ class PNet(nn.Module):
         x = prelu(self.prelu1, self.conv1(x))
         if edge is not None:
             x = x + edge if x.requires_grad else x.add_(edge)
-        x = self.pool1(x)
+        x = max_pool(self.pool1, x)
         x = prelu(self.prelu2, self.conv2(x))
         x = prelu(self.prelu3, self.conv3(x))
         return MTCNNOutput(self.score(x), self.box(x), self.landmarks(x) if landmarks else None)
