@@ -93,7 +93,7 @@ def test_unfold_state_is_exact_and_mean_shift_preserves_first_block():
     folded.load_state_dict(fold_batchnorm(tmp).state_dict())
     again = RetinaFace("mobilenet0.25").eval()
     again.load_state_dict(unfold_state(again, folded.state_dict()))
-    x = torch.randn(1, 3, 64, 96) * 50
+    x = torch.randn(1, 3, 32, 32) * 50
     with torch.no_grad():
         for a, b in zip(again(x), folded(x)):
             assert (a - b).abs().max() < 1e-3
@@ -161,26 +161,26 @@ def _cfg(data: Path, out: Path, **kw) -> RetinaFaceTrainConfig:
 
 
 def test_train_checkpoint_resume_and_load(tmp_path):
-    data = make_toy_dataset(tmp_path)
+    data = make_toy_dataset(tmp_path, n=2)
     run = tmp_path / "run"
-    st = train_retinaface(_cfg(data, run, max_iters=3))
-    assert st.iteration == 3 and st.stopped_by == "max_iters"
+    st = train_retinaface(_cfg(data, run, image_size=64, max_iters=2))  # 1 it/epoch, 3 epochs
+    assert st.iteration == 2 and st.stopped_by == "max_iters"
     for name in ("config.json", "train.csv", "loss.png", "weights.pth", "summary.json", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
     rows = (run / "train.csv").read_text().splitlines()
-    assert rows[0].startswith("step,epoch,lr,loss") and len(rows) == 4
-    # resume continues at iteration 3 up to the end of the 3-epoch schedule (2 it/epoch)
-    st2 = train_retinaface(_cfg(data, run, resume=True))
-    assert st2.iteration == 6 and st2.stopped_by == "schedule"
+    assert rows[0].startswith("step,epoch,lr,loss") and len(rows) == 3
+    # resume continues at iteration 2 up to the end of the 3-epoch schedule
+    st2 = train_retinaface(_cfg(data, run, image_size=64, resume=True))
+    assert st2.iteration == 3 and st2.stopped_by == "schedule"
     steps = [int(r.split(",")[0]) for r in (run / "train.csv").read_text().splitlines()[1:]]
-    assert steps == [1, 2, 3, 4, 5, 6]
-    assert json.loads((run / "summary.json").read_text())["iterations"] == 6
+    assert steps == [1, 2, 3]
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 3
     import facesieve
 
     det = facesieve.load("retinaface-mnet025", weights=str(run / "weights.pth"))
     img = np.array(Image.open(tmp_path / "img0.png"))
     faces = det.detect(img, score_threshold=0.0)
-    assert isinstance(faces, list)
+    assert faces and faces[0].landmarks.shape == (5, 2)
 
 
 @pytest.mark.slow
