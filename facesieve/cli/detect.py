@@ -24,31 +24,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from facesieve.cli._args import positive_int, unit_float
+
 MAX_BATCH_PIXELS = 32_000_000
 """Cap on a batch's padded size (n * max_h * max_w, pixels); a larger image runs alone."""
 
 RESERVED_STEMS = ("summary",)
 """Stems whose <stem>.json would collide with our own files."""
-
-
-def _unit_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,14 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: %(default)s)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
                    help="inference backend (default: %(default)s; see docs/performance.md)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="onnxruntime/openvino threads per call (default: all available cores)")
     p.add_argument("--out", default="facesieve_out", type=Path, metavar="DIR", help="output directory (default: %(default)s)")
-    p.add_argument("--score-threshold", type=_unit_float, default=None, metavar="S",
+    p.add_argument("--score-threshold", type=unit_float, default=None, metavar="S",
                    help="keep faces scoring >= S (default: the model's)")
-    p.add_argument("--nms-threshold", type=_unit_float, default=None, metavar="T",
+    p.add_argument("--nms-threshold", type=unit_float, default=None, metavar="T",
                    help="NMS IoU threshold (default: the model's)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="images per forward pass (default: the model's)")
     p.add_argument("--jsonl", action="store_true", help="write one detections.jsonl instead of a JSON per image")
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")

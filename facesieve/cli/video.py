@@ -22,41 +22,13 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return v
-
-
-def _unit_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
-    return v
+from facesieve.cli._args import positive_float, positive_int, unit_float
 
 
 def _side(text: str) -> int | None:
     if text.lower() in ("none", "full", "0"):
         return None
-    v = _positive_int(text)
+    v = positive_int(text)
     if v < 32:
         raise argparse.ArgumentTypeError(f"must be >= 32 pixels (or 'full'), got {v}")
     return v
@@ -76,40 +48,40 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="video files, directories (searched recursively) or quoted globs ('**' recurses)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     g = p.add_argument_group("sampling")
-    g.add_argument("--frames", "-n", type=_positive_int, default=32, metavar="N",
+    g.add_argument("--frames", "-n", type=positive_int, default=32, metavar="N",
                    help="face frames wanted per video, sampled evenly over its duration (default: %(default)s)")
     m = g.add_mutually_exclusive_group()
-    m.add_argument("--every", type=_positive_int, default=None, metavar="K",
+    m.add_argument("--every", type=positive_int, default=None, metavar="K",
                    help="sample every K-th frame instead (N is then the oversampling target)")
-    m.add_argument("--fps", type=_positive_float, default=None, metavar="F",
+    m.add_argument("--fps", type=positive_float, default=None, metavar="F",
                    help="sample F frames per second of video instead")
     g.add_argument("--no-oversample", action="store_true", help="do not duplicate face frames up to N")
     g = p.add_argument_group("cascade")
     g.add_argument("--primary", default="mtcnn", choices=models, help="first detector (default: %(default)s)")
     g.add_argument("--fallback", default="retinaface-mnet025", choices=models + ["none"],
                    help="detector for frames where the primary found too little (default: %(default)s)")
-    g.add_argument("--min-faces", type=_positive_int, default=1, metavar="K",
+    g.add_argument("--min-faces", type=positive_int, default=1, metavar="K",
                    help="fallback when the primary finds fewer confident faces (default: %(default)s)")
-    g.add_argument("--confident-score", type=_unit_float, default=0.9, metavar="S",
+    g.add_argument("--confident-score", type=unit_float, default=0.9, metavar="S",
                    help="score a primary face needs to count as found (default: %(default)s)")
     g.add_argument("--detect-max-side", type=_side, default=960, metavar="PX",
                    help="downscale frames to this long side for the primary detector, 'full' = no "
                         "downscaling (default: %(default)s)")
     g.add_argument("--fallback-max-side", type=_side, default=960, metavar="PX",
                    help="same for the fallback detector (default: %(default)s)")
-    g.add_argument("--min-face-size", type=_positive_float, default=None, metavar="PX",
+    g.add_argument("--min-face-size", type=positive_float, default=None, metavar="PX",
                    help="MTCNN smallest face in detector-input pixels (default: MTCNN's 20)")
     g.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     g.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
                    help="detector runtime; auto: OpenVINO on the CPU, torch on CUDA (default: %(default)s)")
-    g.add_argument("--batch-size", type=_positive_int, default=8, metavar="B",
+    g.add_argument("--batch-size", type=positive_int, default=8, metavar="B",
                    help="frames per detector call (default: %(default)s)")
     g.add_argument("--fast-decode", action="store_true",
                    help="skip H.264 deblocking: ~25%% less decoding, pixels off by ~1 grey level")
     g = p.add_argument_group("crops")
     g.add_argument("--crop", choices=["aligned", "box", "none"], default="aligned",
                    help="aligned: 5-point ArcFace alignment; box: box + margin (default: %(default)s)")
-    g.add_argument("--crop-size", type=_positive_int, default=112, metavar="PX", help="crop side (default: %(default)s)")
+    g.add_argument("--crop-size", type=positive_int, default=112, metavar="PX", help="crop side (default: %(default)s)")
     g.add_argument("--margin", type=float, default=0.2, metavar="F",
                    help="box crops: margin per side as a fraction of the box (default: %(default)s)")
     g.add_argument("--keep", choices=["all", "largest", "best"], default="all",
