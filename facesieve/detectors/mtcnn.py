@@ -6,14 +6,20 @@ step by step, so that detections agree with it:
 1. Image pyramid: scales ``12 / min_face_size * factor**k`` while the short side stays
    >= 12 px; level size ``int(h * s + 1) x int(w * s + 1)``, area (box-average) resampling
    with PyTorch's ``interpolate(mode="area")`` bins, computed from an integral image.
-2. P-Net over every level of every image of the batch: levels are packed into a few
-   canvases (even offsets, an edge map keeps levels from seeing each other), one network
-   call per canvas. Cells with face probability >= thresholds[0] become 12x12 windows;
-   NMS 0.5 per (image, level), NMS 0.7 per image, box regression, squaring.
-3. R-Net on 24x24 area-resampled crops of all candidates of the batch (in chunks), keep
-   probability > thresholds[1], NMS 0.7, regression, squaring.
+2. P-Net over every level of every image of the batch: levels (cut into row bands when
+   too big) are packed onto canvases of about ``pnet_max_pixels`` (even offsets; an edge
+   map keeps levels from seeing each other), one network call per canvas. Cells with face
+   probability >= thresholds[0] become 12x12 windows; NMS 0.5 per (image, level), NMS 0.7
+   per image (exact greedy NMS on the sparse overlap graph), box regression, squaring.
+3. R-Net on 24x24 crops of all candidates of the batch, area-resampled like the reference
+   (from the integral image, in a few vectorised gathers), in chunks; keep probability >
+   thresholds[1], NMS 0.7, regression, squaring.
 4. O-Net on 48x48 crops with landmarks, keep probability > thresholds[2], regression,
    final NMS in the "min" overlap mode (``nms_threshold``, default 0.7).
+
+Speed on CPU: channels-last tensors, cache-sized canvases and chunks, and independent
+pieces of work (levels, canvases, chunks of crops with their network call) run side by
+side on ``workers`` threads with single-threaded torch (see ``MTCNNDetector._map``).
 
 Boxes are reported as the reference (and the original MATLAB MTCNN) computes them: the
 windows start at ``floor((2 * cell + 1) / scale)``, a 1-based pixel index. We keep them
@@ -747,4 +753,6 @@ def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", 
         from facesieve.backends.mtcnn import mtcnn_runner
 
         runner = mtcnn_runner(nets, backend, device, **runner_options)
+        # those runners parallelise each call themselves: one piece of work at a time
+        options.setdefault("workers", 1)
     return MTCNNDetector(runner, **options)
