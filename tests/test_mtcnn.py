@@ -325,6 +325,16 @@ def test_npy_weights_give_the_same_detections(shared_weights, detector, example_
     np.testing.assert_allclose([f.box for f in a], [f.box for f in b], atol=1e-3)
 
 
+def test_worker_threads_give_the_same_faces_and_restore_torch_threads(dev_images):
+    threads = torch.get_num_threads()
+    one = facesieve.load("mtcnn", workers=1).detect_batch(dev_images[:2])
+    two = facesieve.load("mtcnn", workers=2).detect_batch(dev_images[:2])
+    assert torch.get_num_threads() == threads
+    for a, b in zip(one, two):
+        assert len(a) == len(b) >= 1
+        np.testing.assert_allclose([f.box for f in a], [f.box for f in b], atol=1e-3)
+
+
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="min_face_size"):
         facesieve.load("mtcnn", min_face_size=0)
