@@ -11,6 +11,17 @@ from facesieve.types import LANDMARK_NAMES, Face
 
 __version__ = "0.1.0"
 
+_VIDEO_NAMES = ("extract_video", "VideoConfig", "VideoFaceExtractor", "VideoResult", "RunSummary")
+
+
+def __getattr__(name: str):
+    # The video API pulls in PyAV; import it only when asked for.
+    if name in _VIDEO_NAMES:
+        import facesieve.video as video
+
+        return getattr(video, name)
+    raise AttributeError(f"module 'facesieve' has no attribute {name!r}")
+
 __all__ = [
     "DEFAULT_MODEL",
     "Detector",
@@ -20,4 +31,5 @@ __all__ = [
     "available_models",
     "load",
     "load_image",
+    *_VIDEO_NAMES,
 ]

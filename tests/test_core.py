@@ -116,3 +116,13 @@ def test_atomic_write_uses_umask_mode(tmp_path):
         assert (target.stat().st_mode & 0o777) == 0o644
     finally:
         os.umask(old)
+
+
+def test_top_level_api_exports_video_lazily():
+    import facesieve
+    import facesieve.video
+
+    assert facesieve.extract_video is facesieve.video.extract_video
+    assert facesieve.VideoConfig is facesieve.video.VideoConfig
+    with pytest.raises(AttributeError):
+        facesieve.no_such_name  # noqa: B018
