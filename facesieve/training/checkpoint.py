@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +100,19 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def run_path(run_dir: str | os.PathLike, *parts: str) -> Path:
     return Path(run_dir).joinpath(*parts)
+
+
+@dataclass
+class TrainState:
+    """Progress of a training run, saved in checkpoints and summary.json.
+
+    elapsed_s: wall seconds trained; stopped_by: why the run ended ("", "max_iters", ...);
+    last: latest smoothed losses; val: latest held-out metrics (trainers that have them).
+    """
+
+    iteration: int = 0
+    epoch: int = 0
+    elapsed_s: float = 0.0
+    stopped_by: str = ""
+    last: dict[str, float] = field(default_factory=dict)
+    val: dict[str, float] = field(default_factory=dict)

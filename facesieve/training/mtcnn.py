@@ -21,7 +21,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +38,7 @@ from facesieve.training.checkpoint import (
     save_checkpoint,
     seed_everything,
     set_rng_state,
+    TrainState,
 )
 from facesieve.training.logging import MetricsLogger, plot_curves
 from facesieve.training.losses import LANDMARK, NEGATIVE, PART, POSITIVE, MTCNNLossWeights, mtcnn_loss
@@ -186,16 +187,6 @@ def read_stage_state(path: str, stage: str) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- trainer
 
 
-@dataclass
-class MTCNNTrainState:
-    iteration: int = 0
-    epoch: int = 0
-    elapsed_s: float = 0.0
-    stopped_by: str = ""
-    last: dict[str, float] = field(default_factory=dict)
-    val: dict[str, float] = field(default_factory=dict)
-
-
 class MTCNNTrainer:
     """One stage's run: samples -> training loop -> RUN_DIR/<stage>.pth."""
 
@@ -224,7 +215,7 @@ class MTCNNTrainer:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {cfg.optimizer!r}")
         self.weights = MTCNNLossWeights.for_stage(cfg.stage)
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard)
-        self.state = MTCNNTrainState()
+        self.state = TrainState()
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -289,7 +280,7 @@ class MTCNNTrainer:
         })
         save_checkpoint(self.weights_path, self.net.state_dict())
 
-    def run(self) -> MTCNNTrainState:
+    def run(self) -> TrainState:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
@@ -432,6 +423,6 @@ def _progress(desc: str) -> Callable[[Any], Any]:
     return lambda x: tqdm(x, desc=desc, unit="img", file=sys.stderr, mininterval=10)
 
 
-def train_mtcnn(cfg: MTCNNTrainConfig) -> MTCNNTrainState:
+def train_mtcnn(cfg: MTCNNTrainConfig) -> TrainState:
     """Generate (or load) the stage's samples and train it; see the module docstring."""
     return MTCNNTrainer(cfg).run()

@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -46,6 +46,7 @@ from facesieve.training.checkpoint import (
     save_checkpoint,
     seed_everything,
     set_rng_state,
+    TrainState,
     unwrap,
 )
 from facesieve.training.logging import MetricsLogger, plot_curves
@@ -385,15 +386,6 @@ def set_bn_eval(model: nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------- trainer
-
-
-@dataclass
-class TrainState:
-    iteration: int = 0
-    epoch: int = 0
-    elapsed_s: float = 0.0
-    stopped_by: str = ""
-    last: dict[str, float] = field(default_factory=dict)
 
 
 class RetinaFaceTrainer:
