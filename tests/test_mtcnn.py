@@ -19,7 +19,7 @@ from facesieve.detectors.mtcnn import (
     IntegralImages,
     MTCNNDetector,
     crop_resize_area,
-    nms_sparse,
+    nms_per_group,
     pack_pieces,
     pnet_output_size,
     pyramid_scales,
@@ -243,7 +243,7 @@ def test_packed_pnet_equals_pnet_on_each_level(nets, max_pixels):
     assert EDGE_VALUE < -1000
 
 
-def test_nms_sparse_equals_greedy_nms():
+def test_nms_per_group_equals_batched_nms():
     rng = np.random.default_rng(5)
     for trial in range(150):
         n = int(rng.integers(0, 200))
@@ -256,7 +256,7 @@ def test_nms_sparse_equals_greedy_nms():
         groups = rng.integers(0, 3, n)
         mode, offset, thr = ("union", "min")[trial % 2], (0.0, 1.0)[(trial // 2) % 2], (0.3, 0.5, 0.7)[trial % 3]
         expected = batched_nms(boxes, scores, groups, thr, mode=mode, offset=offset)
-        assert np.array_equal(nms_sparse(boxes, scores, groups, thr, mode, offset), expected)
+        assert np.array_equal(nms_per_group(boxes, scores, groups, thr, mode, offset), expected)
 
 
 # ----------------------------------------------------------------------------- detector

@@ -10,7 +10,7 @@ step by step, so that detections agree with it:
    too big) are packed onto canvases of about ``pnet_max_pixels`` (even offsets; an edge
    map keeps levels from seeing each other), one network call per canvas. Cells with face
    probability >= thresholds[0] become 12x12 windows; NMS 0.5 per (image, level), NMS 0.7
-   per image (exact greedy NMS on the sparse overlap graph), box regression, squaring.
+   per image, box regression, squaring.
 3. R-Net on 24x24 crops of all candidates of the batch, area-resampled like the reference
    (from the integral image, in a few vectorised gathers), in chunks; keep probability >
    thresholds[1], NMS 0.7, regression, squaring.
@@ -43,6 +43,7 @@ import torch
 
 from facesieve.detectors.base import Detector
 from facesieve.nets.mtcnn import IMAGE_MEAN, IMAGE_SCALE, MTCNNNets, face_probability
+from facesieve.ops.boxes import nms
 from facesieve.types import Face, faces_from_arrays
 from facesieve.weights.mtcnn import load_into, load_mtcnn_state_dict
 
@@ -371,83 +372,23 @@ def crop_windows(boxes: np.ndarray, width: np.ndarray | int, height: np.ndarray 
 # ----------------------------------------------------------------------------- NMS
 
 
-def _overlap_pairs(boxes: np.ndarray, groups: np.ndarray, threshold: float, mode: str,
-                   offset: float, max_pairs: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (a, b), a < b, of boxes in the same group whose overlap is > threshold.
+def nms_per_group(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray | None,
+                  iou_threshold: float, mode: str = "union", offset: float = 0.0) -> np.ndarray:
+    """``facesieve.ops.batched_nms`` computed group by group (a Python loop over groups, e.g.
+    pyramid levels or images, not boxes): same kept indices, highest score first, and fast
+    whatever the spread of box sizes and positions across groups.
 
-    Groups are shifted apart along x; candidate pairs come from a sweep over x (boxes
-    sorted by x1, each paired with the following boxes that start before its x2),
-    evaluated ``max_pairs`` at a time.
+    boxes: (N, 4) xyxy px; scores: (N,); groups: (N,) ints or None (one group).
     """
-    n = len(boxes)
-    span = float(boxes.max() - min(float(boxes.min()), 0.0)) + 1.0 + abs(offset)
-    shift = groups.astype(np.float64) * span
-    x1 = boxes[:, 0] + shift
-    order = np.argsort(x1, kind="stable")
-    sx1 = x1[order]
-    end = np.searchsorted(sx1, boxes[order, 2] + shift[order] + offset, side="left")
-    counts = np.maximum(end - np.arange(n) - 1, 0)
-    area = (boxes[:, 2] - boxes[:, 0] + offset) * (boxes[:, 3] - boxes[:, 1] + offset)
-    out_a: list[np.ndarray] = []
-    out_b: list[np.ndarray] = []
-    csum = np.cumsum(counts)
-    start = 0
-    while start < n:
-        stop = int(np.searchsorted(csum, (csum[start - 1] if start else 0) + max_pairs, side="right"))
-        stop = max(stop, start + 1)
-        c = counts[start:stop]
-        total = int(c.sum())
-        if total:
-            p = np.repeat(np.arange(start, stop), c)
-            q = p + 1 + np.arange(total) - np.repeat(np.cumsum(c) - c, c)
-            a, b = order[p], order[q]
-            w = np.minimum(boxes[a, 2], boxes[b, 2]) - np.maximum(boxes[a, 0], boxes[b, 0]) + offset
-            h = np.minimum(boxes[a, 3], boxes[b, 3]) - np.maximum(boxes[a, 1], boxes[b, 1]) + offset
-            inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
-            if mode == "min":
-                denom = np.minimum(area[a], area[b])
-            else:
-                denom = area[a] + area[b] - inter
-            hit = inter / np.maximum(denom, np.finfo(np.float64).tiny) > threshold
-            out_a.append(np.minimum(a[hit], b[hit]))
-            out_b.append(np.maximum(a[hit], b[hit]))
-        start = stop
-    if not out_a:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(out_a), np.concatenate(out_b)
-
-
-def nms_sparse(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray | None,
-               iou_threshold: float, mode: str = "union", offset: float = 0.0) -> np.ndarray:
-    """Greedy NMS per group with the results of ``facesieve.ops.batched_nms`` (same kept
-    indices, highest score first; ties broken by input order), fast for thousands of boxes.
-
-    Works on the sparse graph of overlapping pairs: in each vectorised round, boxes whose
-    higher-scored neighbours are all suppressed are kept, and boxes with a kept higher-scored
-    neighbour are suppressed. Every round settles at least the best unsettled box.
-    boxes: (N, 4) xyxy px; scores: (N,); groups: (N,) ints or None; mode "union" / "min".
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    n = len(boxes)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    if mode not in ("union", "min"):
-        raise ValueError(f"nms mode must be 'union' or 'min', got {mode!r}")
-    order = np.argsort(-np.asarray(scores).reshape(-1), kind="stable")
-    g = np.zeros(n, np.int64) if groups is None else np.asarray(groups).reshape(-1)[order]
-    hi, lo = _overlap_pairs(boxes[order], g, iou_threshold, mode, offset)  # ranks: hi beats lo
-    state = np.zeros(n, np.int8)  # 0 open, 1 kept, 2 suppressed
-    while hi.size:
-        blocked = np.zeros(n, bool)
-        blocked[lo] = True  # every remaining pair has an open or kept higher box
-        state[(state == 0) & ~blocked] = 1
-        hit = np.zeros(n, bool)
-        hit[lo[state[hi] == 1]] = True
-        state[(state == 0) & hit] = 2
-        live = (state[lo] == 0) & (state[hi] != 2)
-        hi, lo = hi[live], lo[live]
-    state[state == 0] = 1
-    return order[state == 1]
+    scores = np.asarray(scores).reshape(-1)
+    if groups is None or len(scores) == 0:
+        return nms(boxes, scores, iou_threshold, mode=mode, offset=offset)
+    groups = np.asarray(groups).reshape(-1)
+    order = np.argsort(groups, kind="stable")
+    parts = np.split(order, np.flatnonzero(np.diff(groups[order])) + 1)
+    keep = np.sort(np.concatenate([idx[nms(boxes[idx], scores[idx], iou_threshold, mode=mode, offset=offset)]
+                                   for idx in parts]))
+    return keep[np.argsort(-scores[keep], kind="stable")]  # ties in input order, as batched_nms
 
 
 # ----------------------------------------------------------------------------- detector
@@ -622,10 +563,10 @@ class MTCNNDetector(Detector):
             np.floor((stride * gx + 1) / scale), np.floor((stride * gy + 1) / scale),
             np.floor((stride * gx + cell) / scale), np.floor((stride * gy + cell) / scale),
         ], axis=1).astype(np.float32)
-        keep = nms_sparse(boxes, score, lvl, 0.5)
+        keep = nms_per_group(boxes, score, lvl, 0.5)
         keep = keep[np.argsort(lvl[keep], kind="stable")]  # by level, then score (as the reference)
         img_idx, boxes, score, reg = img_idx[keep], boxes[keep], score[keep], reg[keep]
-        keep = nms_sparse(boxes, score, img_idx, 0.7)
+        keep = nms_per_group(boxes, score, img_idx, 0.7)
         # P-Net's regression uses sizes without the +1 of the later stages.
         boxes = square_boxes(regress_boxes(boxes[keep], reg[keep], inclusive=False))
         return img_idx[keep], boxes, score[keep]
@@ -664,7 +605,7 @@ class MTCNNDetector(Detector):
         img_idx, boxes = img_idx[ok], boxes[ok]
         keep = prob > self.thresholds[1]
         img_idx, boxes, prob, reg = img_idx[keep], boxes[keep], prob[keep], reg[keep]
-        keep = nms_sparse(boxes, prob, img_idx, 0.7)
+        keep = nms_per_group(boxes, prob, img_idx, 0.7)
         boxes = square_boxes(regress_boxes(boxes[keep], reg[keep], inclusive=True))
         return img_idx[keep], boxes, prob[keep]
 
@@ -682,7 +623,7 @@ class MTCNNDetector(Detector):
         size = np.stack([boxes[:, 2] - boxes[:, 0] + one, boxes[:, 3] - boxes[:, 1] + one], axis=1)
         landmarks = size[:, None, :] * lm.reshape(-1, 2, 5).transpose(0, 2, 1) + boxes[:, None, :2] - one
         boxes = regress_boxes(boxes, reg, inclusive=True)
-        keep = nms_sparse(boxes, prob, img_idx, nms_threshold, mode="min", offset=1.0)
+        keep = nms_per_group(boxes, prob, img_idx, nms_threshold, mode="min", offset=1.0)
         return img_idx[keep], boxes[keep], prob[keep], landmarks[keep]
 
     def detect_arrays_raw(self, images: Sequence[np.ndarray], score_threshold: float | None = None,

@@ -2,18 +2,19 @@
 
 Semantics follow torchvision: boxes xyxy float (N, 4); a box is dropped when its IoU (no +1
 offset) with a higher-scoring kept box is > iou_threshold; returns kept indices (int64)
-sorted by decreasing score. It calls facesieve's exact sparse greedy NMS, so the reference
-is not slowed down by a Python-loop NMS (torchvision's is compiled C++).
+sorted by decreasing score. It calls facesieve's greedy NMS (``facesieve.ops.nms``, which
+has a fast path without a per-box loop), so the reference is not slowed down by a slow NMS
+(torchvision's is compiled C++).
 """
 from __future__ import annotations
 
 import torch
 
-from facesieve.detectors.mtcnn import nms_sparse
+from facesieve.detectors.mtcnn import nms_per_group
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    keep = nms_sparse(boxes.detach().cpu().numpy(), scores.detach().cpu().numpy(), None, float(iou_threshold))
+    keep = nms_per_group(boxes.detach().cpu().numpy(), scores.detach().cpu().numpy(), None, float(iou_threshold))
     return torch.as_tensor(keep, dtype=torch.int64, device=boxes.device)
 
 
@@ -21,7 +22,7 @@ def batched_nms(
     boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
 ) -> torch.Tensor:
     """NMS independently per value of ``idxs`` (boxes of different ids never suppress each other)."""
-    keep = nms_sparse(
+    keep = nms_per_group(
         boxes.detach().cpu().numpy(), scores.detach().cpu().numpy(), idxs.detach().cpu().numpy(),
         float(iou_threshold),
     )
