@@ -79,14 +79,15 @@ register(WeightsEntry(
             "settings": "as wider_val_dev with min_face_size 10; facenet-pytorch: 80.28 / 78.16 / 48.51.",
         },
         "speed_cpu": {
-            "command": "python benchmarks/bench_mtcnn.py --limit 64 --single",
-            "settings": "2 torch threads, batch 8, same images and run as facenet-pytorch 2.6.0 (torchvision NMS "
-            "replaced by facesieve's exact NMS); 2-core AMD EPYC VM shared with other jobs (load ~10)",
-            "median_ms_per_image": 566, "facenet_pytorch_median_ms_per_image": 5285,
-            "speedup_median": 9.3, "speedup_paired_chunks": 15.6,
-            "single_thread_cpu_time_ratio": 1.9,
-            "note": "the loaded machine inflates facenet-pytorch's many small multi-threaded ops; on one thread "
-            "(CPU time, same machine) facesieve is 1.9x faster; re-measure on a quiet machine",
+            "command": "python benchmarks/bench_mtcnn.py",
+            "settings": "all 500 images, 2 torch threads, batch 8, decoded images; facenet-pytorch 2.6.0 on the "
+            "same images in the same run (its torchvision NMS replaced by facesieve.ops.nms); 2-core AMD EPYC VM, "
+            "mostly quiet (load 1-3)",
+            "median_ms_per_image": 142.2, "mean_ms_per_image": 171.1,
+            "facenet_pytorch_median_ms_per_image": 348.5, "facenet_pytorch_mean_ms_per_image": 923.6,
+            "speedup_median": 2.45, "speedup_mean": 5.40, "speedup_paired_chunks": 2.66,
+            "note": "under heavy load (load ~10) the speed-up grows to 9-16x: facenet-pytorch's thousands of small "
+            "multi-threaded ops suffer most; re-measure on a quiet machine",
         },
     },
     description="The original MTCNN P/R/O-Net weights (Zhang et al. 2016, Caffe) as shipped in PyPI mtcnn "
