@@ -19,7 +19,6 @@ from facesieve.detectors.mtcnn import (
     IntegralImages,
     MTCNNDetector,
     crop_resize_area,
-    nms_per_group,
     pack_pieces,
     pnet_output_size,
     pyramid_scales,
@@ -27,7 +26,7 @@ from facesieve.detectors.mtcnn import (
     split_rows,
 )
 from facesieve.nets.mtcnn import MTCNNNets, face_probability
-from facesieve.ops import batched_nms, box_iou
+from facesieve.ops import batched_nms, box_iou, nms
 from facesieve.weights.cache import sha256_file
 from facesieve.weights.mtcnn import LZ4_SHA256, load_into, load_mtcnn_state_dict, mtcnn_package_weights
 
@@ -243,7 +242,13 @@ def test_packed_pnet_equals_pnet_on_each_level(nets, max_pixels):
     assert EDGE_VALUE < -1000
 
 
-def test_nms_per_group_equals_batched_nms():
+def _nms_by_coordinate_shift(boxes, scores, groups, thr, mode, offset):
+    """Independent reference: shift each group far apart, then one plain NMS."""
+    span = float(boxes.max() - min(boxes.min(), 0.0)) + 1.0 + offset if len(boxes) else 0.0
+    return nms(boxes + (groups * span)[:, None], scores, thr, mode=mode, offset=offset)
+
+
+def test_batched_nms_equals_nms_on_shifted_groups():
     rng = np.random.default_rng(5)
     for trial in range(150):
         n = int(rng.integers(0, 200))
@@ -255,8 +260,8 @@ def test_nms_per_group_equals_batched_nms():
         scores = rng.random(n) if trial % 4 else np.round(rng.random(n), 1)  # with ties
         groups = rng.integers(0, 3, n)
         mode, offset, thr = ("union", "min")[trial % 2], (0.0, 1.0)[(trial // 2) % 2], (0.3, 0.5, 0.7)[trial % 3]
-        expected = batched_nms(boxes, scores, groups, thr, mode=mode, offset=offset)
-        assert np.array_equal(nms_per_group(boxes, scores, groups, thr, mode, offset), expected)
+        expected = _nms_by_coordinate_shift(boxes, scores, groups, thr, mode, offset)
+        assert np.array_equal(batched_nms(boxes, scores, groups, thr, mode=mode, offset=offset), expected)
 
 
 # ----------------------------------------------------------------------------- detector

@@ -43,7 +43,7 @@ import torch
 
 from facesieve.detectors.base import Detector
 from facesieve.nets.mtcnn import IMAGE_MEAN, IMAGE_SCALE, MTCNNNets, face_probability
-from facesieve.ops.boxes import nms
+from facesieve.ops.boxes import batched_nms
 from facesieve.types import Face, faces_from_arrays
 from facesieve.weights.mtcnn import load_into, load_mtcnn_state_dict
 
@@ -372,25 +372,6 @@ def crop_windows(boxes: np.ndarray, width: np.ndarray | int, height: np.ndarray 
 # ----------------------------------------------------------------------------- NMS
 
 
-def nms_per_group(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray | None,
-                  iou_threshold: float, mode: str = "union", offset: float = 0.0) -> np.ndarray:
-    """``facesieve.ops.batched_nms`` computed group by group (a Python loop over groups, e.g.
-    pyramid levels or images, not boxes): same kept indices, highest score first, and fast
-    whatever the spread of box sizes and positions across groups.
-
-    boxes: (N, 4) xyxy px; scores: (N,); groups: (N,) ints or None (one group).
-    """
-    scores = np.asarray(scores).reshape(-1)
-    if groups is None or len(scores) == 0:
-        return nms(boxes, scores, iou_threshold, mode=mode, offset=offset)
-    groups = np.asarray(groups).reshape(-1)
-    order = np.argsort(groups, kind="stable")
-    parts = np.split(order, np.flatnonzero(np.diff(groups[order])) + 1)
-    keep = np.sort(np.concatenate([idx[nms(boxes[idx], scores[idx], iou_threshold, mode=mode, offset=offset)]
-                                   for idx in parts]))
-    return keep[np.argsort(-scores[keep], kind="stable")]  # ties in input order, as batched_nms
-
-
 # ----------------------------------------------------------------------------- detector
 
 
@@ -563,10 +544,10 @@ class MTCNNDetector(Detector):
             np.floor((stride * gx + 1) / scale), np.floor((stride * gy + 1) / scale),
             np.floor((stride * gx + cell) / scale), np.floor((stride * gy + cell) / scale),
         ], axis=1).astype(np.float32)
-        keep = nms_per_group(boxes, score, lvl, 0.5)
+        keep = batched_nms(boxes, score, lvl, 0.5)
         keep = keep[np.argsort(lvl[keep], kind="stable")]  # by level, then score (as the reference)
         img_idx, boxes, score, reg = img_idx[keep], boxes[keep], score[keep], reg[keep]
-        keep = nms_per_group(boxes, score, img_idx, 0.7)
+        keep = batched_nms(boxes, score, img_idx, 0.7)
         # P-Net's regression uses sizes without the +1 of the later stages.
         boxes = square_boxes(regress_boxes(boxes[keep], reg[keep], inclusive=False))
         return img_idx[keep], boxes, score[keep]
@@ -605,7 +586,7 @@ class MTCNNDetector(Detector):
         img_idx, boxes = img_idx[ok], boxes[ok]
         keep = prob > self.thresholds[1]
         img_idx, boxes, prob, reg = img_idx[keep], boxes[keep], prob[keep], reg[keep]
-        keep = nms_per_group(boxes, prob, img_idx, 0.7)
+        keep = batched_nms(boxes, prob, img_idx, 0.7)
         boxes = square_boxes(regress_boxes(boxes[keep], reg[keep], inclusive=True))
         return img_idx[keep], boxes, prob[keep]
 
@@ -623,7 +604,7 @@ class MTCNNDetector(Detector):
         size = np.stack([boxes[:, 2] - boxes[:, 0] + one, boxes[:, 3] - boxes[:, 1] + one], axis=1)
         landmarks = size[:, None, :] * lm.reshape(-1, 2, 5).transpose(0, 2, 1) + boxes[:, None, :2] - one
         boxes = regress_boxes(boxes, reg, inclusive=True)
-        keep = nms_per_group(boxes, prob, img_idx, nms_threshold, mode="min", offset=1.0)
+        keep = batched_nms(boxes, prob, img_idx, nms_threshold, mode="min", offset=1.0)
         return img_idx[keep], boxes[keep], prob[keep], landmarks[keep]
 
     def detect_arrays_raw(self, images: Sequence[np.ndarray], score_threshold: float | None = None,

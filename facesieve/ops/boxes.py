@@ -175,20 +175,27 @@ def _greedy_sparse(boxes: np.ndarray, iou_threshold: float, offset: float) -> np
 def batched_nms(
     boxes: np.ndarray,
     scores: np.ndarray,
-    groups: np.ndarray,
+    groups: np.ndarray | None,
     iou_threshold: float,
     mode: str = "union",
     offset: float = 0.0,
 ) -> np.ndarray:
-    """NMS run independently per group id (e.g. image index) in one pass.
+    """NMS run independently per group id (e.g. image index or pyramid level).
 
-    Boxes of different groups are shifted apart so they never overlap. Returns
-    kept indices sorted by descending score.
+    boxes: (N, 4) xyxy px; scores: (N,); groups: (N,) ints, or None for one group.
+    Boxes of different groups never suppress each other. Runs ``nms`` group by group (a
+    Python loop over groups, not boxes), which keeps its fast path whatever the spread of
+    box sizes and positions across groups. Returns kept indices sorted by descending
+    score, ties in input order.
     """
+    scores = np.asarray(scores).reshape(-1)
+    if groups is None or scores.size == 0:
+        return nms(boxes, scores, iou_threshold, mode=mode, offset=offset)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if boxes.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
     groups = np.asarray(groups).reshape(-1)
-    span = float(boxes.max() - min(boxes.min(), 0.0)) + 1.0 + abs(offset)
-    shifted = boxes + (groups.astype(np.float64) * span)[:, None]
-    return nms(shifted, scores, iou_threshold, mode=mode, offset=offset)
+    order = np.argsort(groups, kind="stable")
+    parts = np.split(order, np.flatnonzero(np.diff(groups[order])) + 1)
+    keep = np.sort(np.concatenate(
+        [idx[nms(boxes[idx], scores[idx], iou_threshold, mode=mode, offset=offset)] for idx in parts]
+    ))
+    return keep[np.argsort(-scores[keep], kind="stable")]

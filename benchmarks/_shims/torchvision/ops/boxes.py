@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from facesieve.detectors.mtcnn import nms_per_group
+from facesieve.ops import batched_nms as _facesieve_batched_nms
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    keep = nms_per_group(boxes.detach().cpu().numpy(), scores.detach().cpu().numpy(), None, float(iou_threshold))
+    keep = _facesieve_batched_nms(boxes.detach().cpu().numpy(), scores.detach().cpu().numpy(), None, float(iou_threshold))
     return torch.as_tensor(keep, dtype=torch.int64, device=boxes.device)
 
 
@@ -22,7 +22,7 @@ def batched_nms(
     boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
 ) -> torch.Tensor:
     """NMS independently per value of ``idxs`` (boxes of different ids never suppress each other)."""
-    keep = nms_per_group(
+    keep = _facesieve_batched_nms(
         boxes.detach().cpu().numpy(), scores.detach().cpu().numpy(), idxs.detach().cpu().numpy(),
         float(iou_threshold),
     )
