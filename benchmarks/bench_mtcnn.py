@@ -6,10 +6,13 @@
 Both run on the CPU with the same number of torch threads, on images decoded beforehand
 (decoding is not timed), interleaved chunk by chunk so that both see the same machine load.
 Reports WIDER FACE AP (official protocol, original image scale, every face each detector
-returns: O-Net threshold 0.7 for both) and ms/image: facenet-pytorch per image; facesieve
-per batch of ``--batch-size`` images divided by the batch size (and, with --single, per image).
-The speed-up is given from the medians, the means, and as the median over chunks of the
-ratio of both detectors' times on the same chunk (least sensitive to a changing machine load).
+returns: O-Net threshold 0.7 for both) and ms/image, measured the same way for both: the
+time of a chunk of ``--batch-size`` images (facenet-pytorch one image per call, facesieve
+one ``detect_batch`` call; with --single also facesieve one image per call) divided by
+its size; medians and means are over chunks. The speed-up is given from the medians, the
+means, and as the median over chunks of the ratio of both detectors' times on the same
+chunk (least sensitive to a changing machine load). facenet-pytorch's median over single
+images is printed too.
 
 facenet-pytorch is installed --no-deps: its package ``__init__`` (which imports ``requests``)
 is bypassed and ``benchmarks/_shims`` provides the one torchvision function it needs.
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     bs = max(1, args.batch_size)
     chunk_ratios: list[float] = []  # reference time / facesieve time, chunk by chunk
+    ref_single: list[float] = []  # facenet-pytorch, seconds per single image
     for start in range(0, len(images), bs):
         chunk, ckeys = images[start:start + bs], keys[start:start + bs]
         ref_dt = 0.0
@@ -121,8 +125,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for k, im in zip(ckeys, chunk):
                 t = time.perf_counter()
                 runs[ref_name]["preds"][k] = ref(im)
-                runs[ref_name]["times"].append(time.perf_counter() - t)
-                ref_dt += runs[ref_name]["times"][-1]
+                ref_single.append(time.perf_counter() - t)
+                ref_dt += ref_single[-1]
+            runs[ref_name]["times"].extend([ref_dt / len(chunk)] * len(chunk))
         t = time.perf_counter()
         faces = det.detect_batch(chunk, batch_size=bs)
         dt = time.perf_counter() - t
@@ -131,11 +136,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs[ours]["times"].extend([dt / len(chunk)] * len(chunk))
         runs[ours]["preds"].update({k: faces_to_array(f) for k, f in zip(ckeys, faces)})
         if args.single:
+            single_dt = 0.0
             for k, im in zip(ckeys, chunk):
                 t = time.perf_counter()
                 f = det.detect(im)
-                runs["facesieve mtcnn (batch 1)"]["times"].append(time.perf_counter() - t)
+                single_dt += time.perf_counter() - t
                 runs["facesieve mtcnn (batch 1)"]["preds"][k] = faces_to_array(f)
+            runs["facesieve mtcnn (batch 1)"]["times"].extend([single_dt / len(chunk)] * len(chunk))
         print(f"  {min(start + bs, len(images))}/{len(images)}", end="\r", file=sys.stderr, flush=True)
 
     results: dict[str, Any] = {"images": len(images), "threads": args.threads, "torch": torch.__version__,
@@ -147,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["models"][name] = r
         print(f"{name:44s} {r['easy']:6.2f} {r['medium']:6.2f} {r['hard']:6.2f} {r['median_ms']:14.1f} {r['mean_ms']:12.1f}")
     if ref is not None:
+        results["models"][ref_name]["median_ms_single_images"] = 1000 * statistics.median(ref_single)
+        print(f"facenet-pytorch median over single images: {1000 * statistics.median(ref_single):.1f} ms")
         for name in runs:
             if name != ref_name:
                 m = results["models"]

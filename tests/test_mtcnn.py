@@ -340,6 +340,22 @@ def test_worker_threads_give_the_same_faces_and_restore_torch_threads(dev_images
         np.testing.assert_allclose([f.box for f in a], [f.box for f in b], atol=1e-3)
 
 
+def test_images_spread_over_workers_give_the_same_faces(dev_images, example_image):
+    # 5 images on 2 workers: whole-cascade tasks of 1 and 2 images (largest first), an image
+    # twice, and a tiny image with no face; results in input order, equal to one worker
+    images = [dev_images[0], example_image, dev_images[1], np.zeros((10, 14, 3), np.uint8), dev_images[0]]
+    threads = torch.get_num_threads()
+    one = facesieve.load("mtcnn", workers=1).detect_batch(images)
+    for per_task in (1, 2):
+        spread = facesieve.load("mtcnn", workers=2, images_per_task=per_task).detect_batch(images)
+        assert torch.get_num_threads() == threads
+        assert [len(f) for f in spread] == [len(f) for f in one]
+        assert len(one[3]) == 0 and all(len(f) >= 1 for k, f in enumerate(one) if k != 3)
+        for a, b in zip(one, spread):
+            np.testing.assert_array_equal([f.box for f in a], [f.box for f in b])
+            np.testing.assert_array_equal([f.landmarks for f in a], [f.landmarks for f in b])
+
+
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="min_face_size"):
         facesieve.load("mtcnn", min_face_size=0)

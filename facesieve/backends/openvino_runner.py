@@ -20,23 +20,36 @@ from facesieve.backends import available_cores
 class OvOptions:
     """OpenVINO CPU settings.
 
-    threads: inference threads; None = the cores this process may use.
+    threads: inference threads in all; None = the cores this process may use.
     hint: "LATENCY" (one stream, all threads on one request) or "THROUGHPUT".
+    streams: explicit number of CPU streams (overrides the hint's choice). Infer requests
+        called at the same time from different threads run side by side, one per stream,
+        each on threads / streams threads; with one stream they take turns.
+    per_thread: every calling thread compiles its own copy of the model (``threads``
+        threads each) instead of sharing one compiled model. For callers that run many
+        small inferences from their own worker threads (MTCNN): with a shared model, the
+        requests are handed to OpenVINO's stream threads and the caller waits; with a copy
+        per thread, one-thread inference ran ~20% faster here (no hand-over, no idle core).
     pin_threads: pin worker threads to cores; off by default so that several processes
         on one machine do not pin to the same cores.
     """
 
     threads: int | None = None
     hint: str = "LATENCY"
+    streams: int | None = None
+    per_thread: bool = False
     pin_threads: bool = False
 
     def config(self) -> dict[str, object]:
-        return {
+        cfg: dict[str, object] = {
             "INFERENCE_NUM_THREADS": int(self.threads or available_cores()),
             "PERFORMANCE_HINT": self.hint,
             "INFERENCE_PRECISION_HINT": "f32",
             "ENABLE_CPU_PINNING": bool(self.pin_threads),
         }
+        if self.streams is not None:
+            cfg["NUM_STREAMS"] = int(self.streams)
+        return cfg
 
 
 class OvRunner:
@@ -54,16 +67,26 @@ class OvRunner:
 
         self.options = options or OvOptions()
         self.model_path = Path(model)
-        core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(str(self.model_path)), "CPU", self.options.config())
+        self._core = ov.Core()
+        self._model = self._core.read_model(str(self.model_path))
+        self.compiled = self._compile()
         self.n_inputs = len(self.compiled.inputs)
-        self.outputs = list(self.compiled.outputs)
+        self.outputs = list(range(len(self.compiled.outputs)))  # by position: valid for every copy
         self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _compile(self):
+        return self._core.compile_model(self._model, "CPU", self.options.config())
 
     def _request(self):
         req = getattr(self._local, "request", None)
         if req is None:
-            req = self._local.request = self.compiled.create_infer_request()
+            if self.options.per_thread and threading.current_thread() is not threading.main_thread():
+                with self._lock:  # compile_model on one Core from several threads at once: serialised
+                    compiled = self._compile()
+            else:
+                compiled = self.compiled
+            req = self._local.request = compiled.create_infer_request()
         return req
 
     def __call__(self, *inputs: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -32,6 +32,7 @@ NCHW numpy arrays) so another backend (e.g. ONNX Runtime) can replace the torch 
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,11 +119,16 @@ class TorchMTCNNRunner:
 
 
 class IntegralImages:
-    """Summed-area tables of a batch of RGB uint8 images in one flat (rows, 3) uint32 table.
+    """Summed-area tables of a batch of RGB uint8 images in one flat (rows, 4) uint32 table.
 
-    Image i's table is ``sat(i)``, (H + 1, W + 1, 3): entry [y, x] = sum of pixels [0, y) x
-    [0, x). Entries wrap modulo 2**32, yet the difference of four entries is exact for any
-    rectangle whose true sum is < 2**32 (every resampling bin here), even on huge images.
+    Image i's table is ``sat(i)``, (H + 1, W + 1, 4): entry [y, x, c] = sum of channel c
+    over pixels [0, y) x [0, x) (c = 0, 1, 2: R, G, B; channel 3 is padding). Entries wrap
+    modulo 2**32, yet the difference of four entries is exact for any rectangle whose true
+    sum is < 2**32 (every resampling bin here), even on huge images.
+
+    Four channels make an entry 16 bytes: ``packed`` views the table as one complex128 per
+    entry, so that gathers copy single 16-byte items (numpy's fast path, ~2x faster than
+    gathering 12-byte rows).
     """
 
     def __init__(self, images: Sequence[np.ndarray], map_fn: Callable[..., list[Any]] | None = None) -> None:
@@ -130,17 +136,24 @@ class IntegralImages:
         self.shapes = [im.shape[:2] for im in images]
         sizes = np.array([(h + 1) * (w + 1) for h, w in self.shapes], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.table = np.empty((int(sizes.sum()), 3), np.uint32)
+        self.table = np.empty((int(sizes.sum()), 4), np.uint32)
+        self.packed = self.table.view(np.complex128).reshape(-1)
+        self.strides = np.array([w + 1 for _, w in self.shapes], np.int64)
 
         def fill(i: int) -> None:
-            cv2.integral(np.ascontiguousarray(images[i]), sum=self.sat(i).view(np.int32), sdepth=cv2.CV_32S)
+            rgba = cv2.cvtColor(np.ascontiguousarray(images[i]), cv2.COLOR_RGB2RGBA)
+            cv2.integral(rgba, sum=self.sat(i).view(np.int32), sdepth=cv2.CV_32S)
 
         (map_fn or (lambda f, xs: [f(x) for x in xs]))(fill, range(len(images)))
 
     def sat(self, i: int) -> np.ndarray:
         h, w = self.shapes[i]
         o = int(self.offsets[i])
-        return self.table[o:o + (h + 1) * (w + 1)].reshape(h + 1, w + 1, 3)
+        return self.table[o:o + (h + 1) * (w + 1)].reshape(h + 1, w + 1, 4)
+
+    def gather(self, index: np.ndarray) -> np.ndarray:
+        """Entries at flat row indices ``index`` (any shape) -> index.shape + (4,) uint32."""
+        return np.take(self.packed, index).view(np.uint32).reshape(*index.shape, 4)
 
 
 def area_bins(start: np.ndarray, length: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,44 +176,54 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
-def resize_area(sat: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Whole image (given by its (H + 1, W + 1, 3) summed-area table) -> (height, width, 3)
+def _bin_means(sums: np.ndarray, bin_h: np.ndarray, bin_w: np.ndarray, network_input: bool) -> np.ndarray:
+    """(..., h, w, 4) uint32 bin sums -> (..., h, w, 3) float32 means: sum / bin height / bin
+    width, in that order and in float32, as PyTorch's adaptive average pooling divides;
+    then ``normalize``d if ``network_input``. bin_h: (..., h) and bin_w: (..., w) pixel
+    counts. The result is a view of a (..., h, w, 4) array: every pass runs on contiguous
+    4-channel data (several times faster than on 3-channel views)."""
+    out = sums.astype(np.float32)
+    out /= bin_h.astype(np.float32)[..., :, None, None]
+    out /= bin_w.astype(np.float32)[..., None, :, None]
+    if network_input:
+        normalize(out)
+    return out[..., :3]
+
+
+def resize_area(sat: np.ndarray, height: int, width: int, network_input: bool = False) -> np.ndarray:
+    """Whole image (given by its (H + 1, W + 1, 4) summed-area table) -> (height, width, 3)
     float32 0..255, equal to ``torch.nn.functional.interpolate(img, (height, width),
-    mode="area")`` (bin sum / bin height / bin width in float32)."""
+    mode="area")`` (bin sum / bin height / bin width in float32); ``normalize``d with
+    ``network_input``."""
     h_in, w_in = sat.shape[0] - 1, sat.shape[1] - 1
     ylo, yhi = area_bins(np.zeros(1), np.array([h_in]), height)
     xlo, xhi = area_bins(np.zeros(1), np.array([w_in]), width)
-    rows = np.take(sat, yhi[0], axis=0)  # (height, W + 1, 3), contiguous row copies
+    rows = np.take(sat, yhi[0], axis=0)  # (height, W + 1, 4), contiguous row copies
     rows -= np.take(sat, ylo[0], axis=0)
-    s = np.take(rows, xhi[0], axis=1)
-    s -= np.take(rows, xlo[0], axis=1)
-    out = s.astype(np.float32)
-    out /= (yhi[0] - ylo[0]).astype(np.float32)[:, None, None]
-    out /= (xhi[0] - xlo[0]).astype(np.float32)[None, :, None]
-    return out
+    packed = rows.view(np.complex128)[..., 0]  # (height, W + 1), one 16-byte item per entry
+    s = np.take(packed, xhi[0], axis=1).view(np.uint32).reshape(height, width, 4)
+    s -= np.take(packed, xlo[0], axis=1).view(np.uint32).reshape(height, width, 4)
+    return _bin_means(s, yhi[0] - ylo[0], xhi[0] - xlo[0], network_input)
 
 
 def crop_resize_area(ii: IntegralImages, image: np.ndarray, y0: np.ndarray, y1: np.ndarray,
-                     x0: np.ndarray, x1: np.ndarray, size: int) -> np.ndarray:
+                     x0: np.ndarray, x1: np.ndarray, size: int, network_input: bool = False) -> np.ndarray:
     """Crops rows [y0, y1) x cols [x0, x1) (0-based, inside image ``image[k]``, non-empty),
     each area-resampled to (size, size) like ``resize_area`` -> (N, size, size, 3) float32
-    0..255. All crops of all images in four vectorised gathers."""
+    0..255 (``normalize``d with ``network_input``). All crops of all images in four
+    vectorised gathers."""
     ylo, yhi = area_bins(y0, y1 - y0, size)
     xlo, xhi = area_bins(x0, x1 - x0, size)
-    stride = np.array([w + 1 for _, w in ii.shapes], np.int64)[image][:, None]
+    stride = ii.strides[image][:, None]
     base = ii.offsets[image][:, None]
     row_hi = (base + yhi * stride)[:, :, None]
     row_lo = (base + ylo * stride)[:, :, None]
     xh, xl = xhi[:, None, :], xlo[:, None, :]
-    t = ii.table
-    s = np.take(t, row_hi + xh, axis=0)
-    s -= np.take(t, row_lo + xh, axis=0)
-    s -= np.take(t, row_hi + xl, axis=0)
-    s += np.take(t, row_lo + xl, axis=0)
-    out = s.astype(np.float32)
-    out /= (yhi - ylo).astype(np.float32)[:, :, None, None]
-    out /= (xhi - xlo).astype(np.float32)[:, None, :, None]
-    return out
+    s = ii.gather(row_hi + xh)
+    s -= ii.gather(row_lo + xh)
+    s -= ii.gather(row_hi + xl)
+    s += ii.gather(row_lo + xl)
+    return _bin_means(s, yhi - ylo, xhi - xlo, network_input)
 
 
 # ----------------------------------------------------------------------------- pyramid
@@ -375,6 +398,11 @@ def crop_windows(boxes: np.ndarray, width: np.ndarray | int, height: np.ndarray 
 # ----------------------------------------------------------------------------- detector
 
 
+_TASK = threading.local()
+"""``serial`` is True in a worker thread running a whole-cascade task: nested ``_map`` calls
+then run in that thread."""
+
+
 @contextmanager
 def _restore_threads() -> Iterator[None]:
     """Restore torch's thread count afterwards (worker threads set theirs to 1, which also
@@ -398,7 +426,9 @@ class MTCNNDetector(Detector):
         2-core CPU, 0.3 MP canvases ran P-Net 1.5x faster than 1.5 MP ones, and chunks of
         256 / 64 crops R-Net 1.8x and O-Net 2.2x faster than 1024 / 256 (single thread);
     workers: threads running independent pieces of work side by side (default: torch's
-        thread count at call time; see ``_map``).
+        thread count at call time; see ``_map``);
+    images_per_task: images per whole-cascade task when a batch is spread over the workers
+        image by image (see ``detect_arrays_raw``).
     """
 
     name = "mtcnn"
@@ -415,6 +445,7 @@ class MTCNNDetector(Detector):
         rnet_batch: int = 256,
         onet_batch: int = 64,
         workers: int | None = None,
+        images_per_task: int = 1,
     ) -> None:
         if min_face_size <= 0:
             raise ValueError(f"min_face_size must be > 0, got {min_face_size}")
@@ -432,6 +463,7 @@ class MTCNNDetector(Detector):
         self.rnet_batch = max(1, int(rnet_batch))
         self.onet_batch = max(1, int(onet_batch))
         self.workers = None if workers is None else max(1, int(workers))
+        self.images_per_task = max(1, int(images_per_task))
         self._pool: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -448,8 +480,8 @@ class MTCNNDetector(Detector):
         works in its own cache. (Measured on 2 cores: R-Net and O-Net chunks 3-5x faster
         than with 2 intra-op threads.)
         """
-        n = self.workers or max(1, torch.get_num_threads())
-        if n == 1 or len(items) < 2:
+        n = self._n_workers()
+        if n == 1 or len(items) < 2 or getattr(_TASK, "serial", False):
             return [fn(x) for x in items]
         if self._pool is None or self._pool._max_workers != n:
             # torch.set_num_threads(1) in a worker sets that thread's OpenMP count (and
@@ -458,10 +490,16 @@ class MTCNNDetector(Detector):
                                             initializer=torch.set_num_threads, initargs=(1,))
         return list(self._pool.map(fn, items))
 
+    def _n_workers(self) -> int:
+        """Worker threads: ``workers``, default torch's thread count; 1 inside a task (below)."""
+        if getattr(_TASK, "serial", False):
+            return 1
+        return self.workers or max(1, torch.get_num_threads())
+
     def _chunks(self, n_items: int, chunk: int) -> list[np.ndarray]:
         """Split range(n_items) into pieces of <= chunk, at least one per worker when there is
         enough work (>= 16 items each)."""
-        n = self.workers or max(1, torch.get_num_threads())
+        n = self._n_workers()
         parts = max(-(-n_items // chunk), min(n, n_items // 16), 1)
         return np.array_split(np.arange(n_items), parts)
 
@@ -499,7 +537,7 @@ class MTCNNDetector(Detector):
                   for (li, row0, rows, out_row0, out_rows), (c, y, x) in zip(bands, places)]
         order = sorted(range(len(levels)), key=lambda k: -levels[k][2] * levels[k][3])  # big first
         resized = dict(zip(order, self._map(
-            lambda k: normalize(resize_area(ii.sat(levels[k][0]), levels[k][2], levels[k][3])), order)))
+            lambda k: resize_area(ii.sat(levels[k][0]), levels[k][2], levels[k][3], network_input=True), order)))
         by_canvas: dict[int, list[Piece]] = {}
         for p in pieces:
             by_canvas.setdefault(p.canvas, []).append(p)
@@ -570,7 +608,7 @@ class MTCNNDetector(Detector):
 
         def run(part: np.ndarray) -> tuple[np.ndarray, ...]:
             k = sel[part]
-            crops = normalize(crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size))
+            crops = crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size, network_input=True)
             return net(crops.transpose(0, 3, 1, 2))
 
         outs = self._map(run, self._chunks(len(sel), self.rnet_batch if size == 24 else self.onet_batch))
@@ -612,18 +650,52 @@ class MTCNNDetector(Detector):
                           ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Run the cascade on RGB uint8 (H, W, 3) arrays. Returns per image (boxes (N, 4)
         float32 xyxy px, scores (N,), landmarks (N, 5, 2) (x, y) px),
-        sorted by decreasing score. score_threshold: O-Net threshold (default thresholds[2])."""
+        sorted by decreasing score. score_threshold: O-Net threshold (default thresholds[2]).
+
+        With several workers and at least two images per worker, the images are cut into
+        tasks of ``images_per_task`` images (largest first) and each worker runs whole
+        cascades on tasks, one after another, single-threaded: no worker waits for the
+        others between stages. (Measured on 2 cores, chunks of 8 dev images, OpenVINO:
+        12% faster than running each stage's pieces side by side, which leaves a core idle
+        at every stage boundary; tasks of 1 image 4% faster than tasks of 2.) Smaller
+        batches run stage by stage with the pieces of each stage side by side. Results do
+        not depend on how the images are grouped.
+        """
         t2 = self.thresholds[2] if score_threshold is None else float(score_threshold)
         nt = self.nms_threshold if nms_threshold is None else float(nms_threshold)
+        n = self._n_workers()
+        if n == 1 or len(images) < 2 * n:
+            with _restore_threads():
+                return self._cascade(images, t2, nt)
+        order = sorted(range(len(images)), key=lambda i: -images[i].shape[0] * images[i].shape[1])
+        k = self.images_per_task
+        tasks = [order[j:j + k] for j in range(0, len(order), k)]
+
+        def run(task: list[int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            _TASK.serial = True
+            try:
+                return self._cascade([images[i] for i in task], t2, nt)
+            finally:
+                _TASK.serial = False
+
+        results: list[Any] = [None] * len(images)
         with _restore_threads():
-            ii = IntegralImages(images, self._map)
-            img_idx, boxes, _ = self._stage_pnet(images, ii)
-            if len(boxes):
-                img_idx, boxes, _ = self._stage_rnet(ii, img_idx, boxes)
-            out_img, out_boxes = np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
-            out_scores, out_lms = np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-            if len(boxes):
-                out_img, out_boxes, out_scores, out_lms = self._stage_onet(ii, img_idx, boxes, t2, nt)
+            for task, out in zip(tasks, self._map(run, tasks)):
+                for i, r in zip(task, out):
+                    results[i] = r
+        return results
+
+    def _cascade(self, images: Sequence[np.ndarray], t2: float, nt: float
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The three stages over ``images`` (see ``detect_arrays_raw``)."""
+        ii = IntegralImages(images, self._map)
+        img_idx, boxes, _ = self._stage_pnet(images, ii)
+        if len(boxes):
+            img_idx, boxes, _ = self._stage_rnet(ii, img_idx, boxes)
+        out_img, out_boxes = np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
+        out_scores, out_lms = np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        if len(boxes):
+            out_img, out_boxes, out_scores, out_lms = self._stage_onet(ii, img_idx, boxes, t2, nt)
         return [(out_boxes[out_img == i], out_scores[out_img == i], out_lms[out_img == i])
                 for i in range(len(images))]
 
@@ -672,9 +744,10 @@ def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", 
     if backend == "torch" and not runner_options.get("half"):
         runner = TorchMTCNNRunner(nets, device)
     else:
-        from facesieve.backends.mtcnn import mtcnn_runner
+        from facesieve.backends.mtcnn import mtcnn_runner, parallel_workers
 
         runner = mtcnn_runner(nets, backend, device, **runner_options)
-        # those runners parallelise each call themselves: one piece of work at a time
-        options.setdefault("workers", 1)
+        # graph runners are made for `threads` single-threaded pieces of work side by side
+        # (half-precision torch on CUDA: one piece at a time)
+        options.setdefault("workers", 1 if backend == "torch" else parallel_workers(runner_options.get("threads")))
     return MTCNNDetector(runner, **options)
