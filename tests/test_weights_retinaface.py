@@ -211,8 +211,8 @@ def test_weights_from_url(http_server, shared_weights, tmp_path):
     assert det.weights.name == "retinaface-mnet025-biubug6"
     assert len(list(downloads.iterdir())) == 1
 
-    det_nosha = facesieve.load("retinaface-mnet025", weights=url)  # cached under the URL's own name
-    assert len(list(downloads.iterdir())) == 2
+    det_nosha = facesieve.load("retinaface-mnet025", weights=url)  # same URL: the same cache file
+    assert len(list(downloads.iterdir())) == 1
 
     server.shutdown()
     server.server_close()

@@ -497,10 +497,13 @@ class MTCNNDetector(Detector):
         return self.workers or max(1, torch.get_num_threads())
 
     def _chunks(self, n_items: int, chunk: int) -> list[np.ndarray]:
-        """Split range(n_items) into pieces of <= chunk, at least one per worker when there is
-        enough work (>= 16 items each)."""
+        """Split range(n_items) into equal pieces of <= chunk, a multiple of the worker count
+        of them when there is enough work (>= 16 items per worker), so that no worker is
+        left alone with the last piece."""
         n = self._n_workers()
-        parts = max(-(-n_items // chunk), min(n, n_items // 16), 1)
+        parts = max(-(-n_items // chunk), 1)
+        if n > 1 and n_items >= 16 * n:
+            parts = -(-parts // n) * n
         return np.array_split(np.arange(n_items), parts)
 
     # -------------------------------------------------------------------- stage 1
@@ -529,10 +532,16 @@ class MTCNNDetector(Detector):
         for i in range(len(images)):
             ws = [w + (w & 1) for img_i, _, _, w in levels if img_i == i]
             width = max(width, sum(ws[:2]))
+        # Canvas bound: pnet_max_pixels, or less so that every worker gets a canvas.
+        n = self._n_workers()
+        max_pixels = self.pnet_max_pixels
+        if n > 1:
+            total = sum(h * w for _, _, h, w in levels)
+            max_pixels = min(max_pixels, max(int(1.1 * total / n), 50_000))
         bands = [(li, *band) for li, (_, _, h, w) in enumerate(levels)
-                 for band in split_rows(h, w, self.pnet_max_pixels)]
+                 for band in split_rows(h, w, max_pixels)]
         places = pack_pieces([(b[2], levels[b[0]][3]) for b in bands], width,
-                             max(PNET_CELL + 2, self.pnet_max_pixels // width))
+                             max(PNET_CELL + 2, max_pixels // width))
         pieces = [Piece(levels[li][0], li, row0, rows, levels[li][3], c, y, x, out_row0, out_rows)
                   for (li, row0, rows, out_row0, out_rows), (c, y, x) in zip(bands, places)]
         order = sorted(range(len(levels)), key=lambda k: -levels[k][2] * levels[k][3])  # big first

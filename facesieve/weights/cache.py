@@ -54,14 +54,16 @@ def download(url: str, sha256: str | None = None, dest: str | os.PathLike | None
              timeout: float = 60.0) -> Path:
     """Fetch ``url`` into the cache (or ``dest``), verify sha256, return the path.
 
-    An existing file with the right checksum is reused without network access. The
-    download goes to a temp file that is renamed into place only after the checksum
-    matches, so a failed or corrupted download never shadows a good one.
+    The cache file is named after the URL (a digest of it plus its file name), whether or
+    not a checksum is given, so one URL is fetched once. An existing file with the right
+    checksum (any, without one) is reused without network access; one with another
+    checksum is fetched again. The download goes to a temp file that is renamed into place
+    only after the checksum matches, so a failed or corrupted download never shadows a
+    good one.
     """
     if dest is None:
         name = Path(urllib.request.url2pathname(url.split("?")[0])).name or "download"
-        prefix = (sha256 or hashlib.sha256(url.encode()).hexdigest())[:12]
-        dest = cache_dir() / "downloads" / f"{prefix}-{name}"
+        dest = cache_dir() / "downloads" / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
     dest = Path(dest)
     if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
         return dest
