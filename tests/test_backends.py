@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import facesieve
-from facesieve.backends import BACKENDS, available_cores, check_backend
+from facesieve.backends import BACKENDS, available_cores, check_backend, resolve_backend
 from facesieve.backends.ort_runner import OrtOptions
 from facesieve.io.images import load_image
 from facesieve.types import Face
@@ -117,3 +117,19 @@ def test_ort_options():
         OrtOptions(optimization="max")
     with pytest.raises(ValueError):
         OrtOptions(threads=0)
+
+
+def test_auto_backend_resolves_to_the_fastest_measured_one(monkeypatch):
+    assert resolve_backend("auto", "mtcnn") == "openvino"
+    assert resolve_backend("auto", "retinaface-mnet025") == "onnxruntime"
+    assert resolve_backend("auto", "mtcnn", "cuda") == "torch"
+    assert resolve_backend("onnxruntime", "mtcnn") == "onnxruntime"
+    with pytest.raises(ValueError, match="unknown backend"):
+        resolve_backend("tensorrt", "mtcnn")
+    assert facesieve.load("mtcnn", backend="auto").runner.backend == "openvino"
+
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert resolve_backend("auto", "mtcnn") == "torch"  # package missing: torch

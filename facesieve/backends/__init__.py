@@ -16,7 +16,30 @@ from __future__ import annotations
 import os
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
-"""Names accepted by ``facesieve.load(..., backend=...)``."""
+"""Names accepted by ``facesieve.load(..., backend=...)``, besides "auto" (``resolve_backend``)."""
+
+
+FASTEST_CPU_BACKEND = {"retinaface-mnet025": "onnxruntime", "retinaface-r50": "onnxruntime", "mtcnn": "openvino"}
+"""Per model, the backend measured fastest on CPU for image calls (docs/performance.md);
+``load(..., backend="auto")`` picks it. (The video job's own "auto" uses OpenVINO for both
+detectors: beside its decoding threads, ONNX Runtime's spinning threads cost more than they
+save, measured +7% CPU per clip.)"""
+
+
+def resolve_backend(backend: str, model: str, device: str = "cpu") -> str:
+    """``backend``, or for "auto": torch off the CPU (CUDA), else the model's fastest CPU
+    backend (``FASTEST_CPU_BACKEND``) when its package imports, else torch."""
+    if backend != "auto":
+        return check_backend(backend)
+    if str(device) != "cpu":
+        return "torch"
+    fastest = FASTEST_CPU_BACKEND.get(model, "torch")
+    if fastest != "torch":
+        import importlib.util
+
+        if importlib.util.find_spec(fastest) is None:
+            return "torch"
+    return fastest
 
 
 def check_backend(name: str) -> str:
@@ -52,5 +75,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "BACKENDS", "check_backend", "available_cores", "TorchRunner", "OrtRunner", "OrtOptions", "OvRunner", "OvOptions",
+    "BACKENDS", "FASTEST_CPU_BACKEND", "check_backend", "resolve_backend", "available_cores",
+    "TorchRunner", "OrtRunner", "OrtOptions", "OvRunner", "OvOptions",
 ]

@@ -47,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, choices=available_models(), help="default: %(default)s")
     p.add_argument("--weights", default=None, metavar="PATH|URL", help="checkpoint overriding the model's default weights")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: %(default)s)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
-                   help="inference backend (default: %(default)s; see docs/performance.md)")
+    p.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime", "openvino"],
+                   help="inference backend; auto: the model's fastest on CPU "
+                   "(default: %(default)s; see docs/performance.md)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="onnxruntime/openvino threads per call (default: all available cores)")
     p.add_argument("--out", default="facesieve_out", type=Path, metavar="DIR", help="output directory (default: %(default)s)")

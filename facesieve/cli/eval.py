@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--predictions", metavar="PRED_DIR", help="evaluate an existing prediction folder instead")
     w.add_argument("--weights", help="checkpoint path or URL overriding the model's default weights")
     w.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    w.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino"),
-                   help="inference backend (default: torch; see docs/performance.md)")
+    w.add_argument("--backend", default="torch", choices=("auto", "torch", "onnxruntime", "openvino"),
+                   help="inference backend; auto: the model's fastest on CPU "
+                   "(default: torch; see docs/performance.md)")
     w.add_argument("--threads", type=int, help="onnxruntime/openvino threads per call (default: all cores)")
     w.add_argument("--out", metavar="PRED_DIR", help="output folder (default: widerface_<model>, or the --predictions folder)")
     w.add_argument("--score-threshold", type=float, default=0.02, help="detector score threshold (default: 0.02)")
