@@ -17,9 +17,11 @@ step by step, so that detections agree with it:
 4. O-Net on 48x48 crops with landmarks, keep probability > thresholds[2], regression,
    final NMS in the "min" overlap mode (``nms_threshold``, default 0.7).
 
-Speed on CPU: channels-last tensors, cache-sized canvases and chunks, and independent
-pieces of work (levels, canvases, chunks of crops with their network call) run side by
-side on ``workers`` threads with single-threaded torch (see ``MTCNNDetector._map``).
+Speed on CPU: channels-last tensors, cache-sized canvases and chunks, and ``workers``
+threads each running single-threaded network calls: a batch with enough images is spread
+over them as whole-cascade tasks (image by image, no waiting between stages); a single
+image's independent pieces (levels, canvases, chunks of crops with their network call)
+run side by side (see ``MTCNNDetector.detect_arrays_raw`` and ``_map``).
 
 Boxes are reported as the reference (and the original MATLAB MTCNN) computes them: the
 windows start at ``floor((2 * cell + 1) / scale)``, a 1-based pixel index. We keep them
