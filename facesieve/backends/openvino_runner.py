@@ -93,7 +93,8 @@ class OvRunner:
         if len(inputs) != self.n_inputs:
             raise ValueError(f"graph takes {self.n_inputs} inputs, got {len(inputs)}")
         feed = {i: np.ascontiguousarray(x, dtype=np.float32) for i, x in enumerate(inputs)}
-        result = self._request().infer(feed, share_outputs=False)
+        # share_inputs: OpenVINO reads the (contiguous) arrays in place instead of copying them
+        result = self._request().infer(feed, share_inputs=True, share_outputs=False)
         return tuple(np.asarray(result[o]) for o in self.outputs)
 
     def __repr__(self) -> str:
