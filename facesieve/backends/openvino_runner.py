@@ -56,7 +56,8 @@ class OvRunner:
     """Run an ONNX graph with OpenVINO: ``runner(*inputs)`` -> tuple of output arrays.
 
     Dynamic input shapes stay dynamic (one compilation). An infer request is not thread
-    safe, so each calling thread gets its own request on the shared compiled model.
+    safe, so each calling thread gets its own request on the shared compiled model (with
+    ``OvOptions(per_thread=True)``: on its own compiled copy, the main thread excepted).
     Outputs are copies (safe to keep across calls).
     """
 
