@@ -22,9 +22,6 @@ class OvOptions:
 
     threads: inference threads in all; None = the cores this process may use.
     hint: "LATENCY" (one stream, all threads on one request) or "THROUGHPUT".
-    streams: explicit number of CPU streams (overrides the hint's choice). Infer requests
-        called at the same time from different threads run side by side, one per stream,
-        each on threads / streams threads; with one stream they take turns.
     per_thread: every calling thread compiles its own copy of the model (``threads``
         threads each) instead of sharing one compiled model. For callers that run many
         small inferences from their own worker threads (MTCNN): with a shared model, the
@@ -36,20 +33,16 @@ class OvOptions:
 
     threads: int | None = None
     hint: str = "LATENCY"
-    streams: int | None = None
     per_thread: bool = False
     pin_threads: bool = False
 
     def config(self) -> dict[str, object]:
-        cfg: dict[str, object] = {
+        return {
             "INFERENCE_NUM_THREADS": int(self.threads or available_cores()),
             "PERFORMANCE_HINT": self.hint,
             "INFERENCE_PRECISION_HINT": "f32",
             "ENABLE_CPU_PINNING": bool(self.pin_threads),
         }
-        if self.streams is not None:
-            cfg["NUM_STREAMS"] = int(self.streams)
-        return cfg
 
 
 class OvRunner:
