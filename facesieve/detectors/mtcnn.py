@@ -155,7 +155,15 @@ class IntegralImages:
 
     def gather(self, index: np.ndarray) -> np.ndarray:
         """Entries at flat row indices ``index`` (any shape) -> index.shape + (4,) uint32."""
-        return np.take(self.packed, index).view(np.uint32).reshape(*index.shape, 4)
+        return take_entries(self.packed, index)
+
+
+def take_entries(packed: np.ndarray, index: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """``np.take`` on a complex128 view of 4-channel uint32 entries (``IntegralImages.packed``
+    or a row block of it), returned as uint32 with the 4 channels last: result shape
+    ``np.take(packed, index, axis).shape + (4,)``."""
+    out = np.take(packed, index, axis=axis)
+    return out.view(np.uint32).reshape(*out.shape, 4)
 
 
 def area_bins(start: np.ndarray, length: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,8 +211,8 @@ def resize_area(sat: np.ndarray, height: int, width: int, network_input: bool = 
     rows = np.take(sat, yhi[0], axis=0)  # (height, W + 1, 4), contiguous row copies
     rows -= np.take(sat, ylo[0], axis=0)
     packed = rows.view(np.complex128)[..., 0]  # (height, W + 1), one 16-byte item per entry
-    s = np.take(packed, xhi[0], axis=1).view(np.uint32).reshape(height, width, 4)
-    s -= np.take(packed, xlo[0], axis=1).view(np.uint32).reshape(height, width, 4)
+    s = take_entries(packed, xhi[0], axis=1)
+    s -= take_entries(packed, xlo[0], axis=1)
     return _bin_means(s, yhi[0] - ylo[0], xhi[0] - xlo[0], network_input)
 
 
@@ -483,7 +491,7 @@ class MTCNNDetector(Detector):
         than with 2 intra-op threads.)
         """
         n = self._n_workers()
-        if n == 1 or len(items) < 2 or getattr(_TASK, "serial", False):
+        if n == 1 or len(items) < 2:  # n is 1 inside a whole-cascade task
             return [fn(x) for x in items]
         if self._pool is None or self._pool._max_workers != n:
             # torch.set_num_threads(1) in a worker sets that thread's OpenMP count (and
