@@ -26,14 +26,15 @@ detectors: beside its decoding threads, ONNX Runtime's spinning threads cost mor
 save, measured +7% CPU per clip.)"""
 
 
-def resolve_backend(backend: str, model: str, device: str = "cpu") -> str:
+def resolve_backend(backend: str, model: str, device: str = "cpu", cpu_choice: str | None = None) -> str:
     """``backend``, or for "auto": torch off the CPU (CUDA), else the model's fastest CPU
-    backend (``FASTEST_CPU_BACKEND``) when its package imports, else torch."""
+    backend (``FASTEST_CPU_BACKEND``, or ``cpu_choice`` when given) when its package is
+    installed, else torch."""
     if backend != "auto":
         return check_backend(backend)
     if str(device) != "cpu":
         return "torch"
-    fastest = FASTEST_CPU_BACKEND.get(model, "torch")
+    fastest = cpu_choice or FASTEST_CPU_BACKEND.get(model, "torch")
     if fastest != "torch":
         import importlib.util
 

@@ -415,17 +415,11 @@ class VideoFaceExtractor:
         return self._cascade
 
     def backend(self) -> str:
-        """The detector backend ``config.backend`` resolves to."""
-        b = self.config.backend
-        if b != "auto":
-            return b
-        if str(self.config.device) != "cpu":
-            return "torch"
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return "torch"
-        return "openvino"
+        """The detector backend ``config.backend`` resolves to ("auto": OpenVINO for both
+        detectors on the CPU, see ``facesieve.backends.FASTEST_CPU_BACKEND``)."""
+        from facesieve.backends import resolve_backend
+
+        return resolve_backend(self.config.backend, self.config.primary, self.config.device, cpu_choice="openvino")
 
     # -- public ------------------------------------------------------------------
     def extract(self, path: str | os.PathLike) -> VideoResult:
