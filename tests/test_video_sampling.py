@@ -125,17 +125,22 @@ def test_rotation_metadata_is_applied(tmp_path):
 
 
 # --------------------------------------------------------------------------- bad inputs
+def _mux_silence(c: "av.container.OutputContainer") -> None:
+    """Add a mono AAC stream with 10 frames of silence to an open output container."""
+    a = c.add_stream("aac", rate=16000)
+    a.layout = "mono"
+    for i in range(10):
+        fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        fr.sample_rate, fr.pts = 16000, i * 1024
+        for p in a.encode(fr):
+            c.mux(p)
+    for p in a.encode():
+        c.mux(p)
+
+
 def _write_audio_only(path: Path) -> None:
     with av.open(str(path), "w") as c:
-        a = c.add_stream("aac", rate=16000)
-        a.layout = "mono"
-        for i in range(10):
-            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            fr.sample_rate, fr.pts = 16000, i * 1024
-            for p in a.encode(fr):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+        _mux_silence(c)
 
 
 def _write_zero_frame_video(path: Path) -> None:
@@ -143,15 +148,7 @@ def _write_zero_frame_video(path: Path) -> None:
     with av.open(str(path), "w") as c:
         v = c.add_stream("mpeg4", rate=25)
         v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
-        a = c.add_stream("aac", rate=16000)
-        a.layout = "mono"
-        for i in range(10):
-            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            fr.sample_rate, fr.pts = 16000, i * 1024
-            for p in a.encode(fr):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+        _mux_silence(c)
 
 
 def make_bad_videos(tmp_path: Path, videos_dir: Path) -> dict[str, tuple[Path, str]]:
