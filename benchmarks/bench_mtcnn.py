@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     det.detect_batch(images[:1])  # warm-up
 
     bs = max(1, args.batch_size)
+
+    def add_chunk(name: str, seconds: float, n: int) -> None:
+        runs[name]["times"].extend([seconds / n] * n)  # every image of the chunk: its mean
+
     chunk_ratios: list[float] = []  # reference time / facesieve time, chunk by chunk
     ref_single: list[float] = []  # facenet-pytorch, seconds per single image
     for start in range(0, len(images), bs):
@@ -127,13 +131,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 runs[ref_name]["preds"][k] = ref(im)
                 ref_single.append(time.perf_counter() - t)
                 ref_dt += ref_single[-1]
-            runs[ref_name]["times"].extend([ref_dt / len(chunk)] * len(chunk))
+            add_chunk(ref_name, ref_dt, len(chunk))
         t = time.perf_counter()
         faces = det.detect_batch(chunk, batch_size=bs)
         dt = time.perf_counter() - t
         if ref is not None:
             chunk_ratios.append(ref_dt / dt)
-        runs[ours]["times"].extend([dt / len(chunk)] * len(chunk))
+        add_chunk(ours, dt, len(chunk))
         runs[ours]["preds"].update({k: faces_to_array(f) for k, f in zip(ckeys, faces)})
         if args.single:
             single_dt = 0.0
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f = det.detect(im)
                 single_dt += time.perf_counter() - t
                 runs["facesieve mtcnn (batch 1)"]["preds"][k] = faces_to_array(f)
-            runs["facesieve mtcnn (batch 1)"]["times"].extend([single_dt / len(chunk)] * len(chunk))
+            add_chunk("facesieve mtcnn (batch 1)", single_dt, len(chunk))
         print(f"  {min(start + bs, len(images))}/{len(images)}", end="\r", file=sys.stderr, flush=True)
 
     results: dict[str, Any] = {"images": len(images), "threads": args.threads, "torch": torch.__version__,
