@@ -6,8 +6,8 @@
 """
 from facesieve.api import DEFAULT_MODEL, available_models, load
 from facesieve.detectors.base import Detector
-from facesieve.io.images import ImageError, load_image
-from facesieve.types import LANDMARK_NAMES, Face
+from facesieve.io.images import ImageError, ImageTypeError, load_image
+from facesieve.types import LANDMARK_NAMES, Face, FaceArrays, faces_to_arrays
 
 __version__ = "0.1.0"
 
@@ -26,9 +26,12 @@ __all__ = [
     "DEFAULT_MODEL",
     "Detector",
     "Face",
+    "FaceArrays",
     "ImageError",
+    "ImageTypeError",
     "LANDMARK_NAMES",
     "available_models",
+    "faces_to_arrays",
     "load",
     "load_image",
     *_VIDEO_NAMES,

@@ -29,7 +29,24 @@ def load(name: str = DEFAULT_MODEL, weights: str | None = None, device: str = "c
     options: model-specific settings (e.g. score_threshold, nms_threshold, backend). backend:
         "torch" (default), "onnxruntime", "openvino", or "auto": the model's fastest backend
         on CPU (RetinaFace: onnxruntime, MTCNN: openvino), torch on CUDA.
+        Every model also takes channel_order ("rgb" default, or "bgr" for OpenCV arrays: the
+        colour order of array / tensor inputs; files and PIL images are always decoded in
+        true colour) and clip_boxes (False default: boxes and landmarks as the reference
+        detectors give them, possibly reaching outside the image; True: clamped to it).
+        Both are defaults that each ``detect`` / ``detect_batch`` call may override.
+
+    The detector's ``detect(image)`` / ``detect_batch(images)`` take paths, PIL images,
+    numpy arrays ((H, W, 3) uint8 RGB by default) and torch tensors ((3, H, W) float in
+    [0, 1] or (H, W, 3) uint8, any device); they return ``Face`` objects with xyxy boxes
+    and (x, y) landmarks in original-image pixels, and raise ImageError (a ValueError)
+    naming the input for anything that is not a usable image (see ``Detector.detect``).
+    Raises ValueError for an unknown model name or channel_order; weights errors name the
+    weights file.
     """
+    from facesieve.io.images import check_channel_order
+
+    channel_order = check_channel_order(options.pop("channel_order", "rgb"))
+    clip_boxes = bool(options.pop("clip_boxes", False))
     try:
         module_name, attr = _FACTORIES[name]
     except KeyError:
@@ -39,4 +56,6 @@ def load(name: str = DEFAULT_MODEL, weights: str | None = None, device: str = "c
 
         options["backend"] = resolve_backend(options["backend"], name, device)
     factory = getattr(importlib.import_module(module_name), attr)
-    return factory(name, weights=weights, device=device, **options)
+    detector = factory(name, weights=weights, device=device, **options)
+    detector.channel_order, detector.clip_boxes = channel_order, clip_boxes
+    return detector

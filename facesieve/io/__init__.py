@@ -1,10 +1,11 @@
 """Image and file I/O: robust image loading and atomic writes."""
 from facesieve.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text
-from facesieve.io.images import ImageError, ImageInput, load_image, to_rgb_uint8
+from facesieve.io.images import ImageError, ImageInput, ImageTypeError, load_image, to_rgb_uint8
 
 __all__ = [
     "ImageError",
     "ImageInput",
+    "ImageTypeError",
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",

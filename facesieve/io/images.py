@@ -1,26 +1,70 @@
-"""Image loading: any path / PIL image / array -> contiguous RGB uint8 (H, W, 3).
+"""Image loading: any path / PIL image / numpy array / torch tensor -> contiguous RGB uint8 (H, W, 3).
 
 Handles grayscale, RGBA/LA, palette, CMYK, 16-bit and float images and applies
 EXIF orientation. Every failure raises ImageError naming the file and the problem.
+
+Conventions for in-memory images (what ``Detector.detect`` / ``detect_batch`` accept):
+
+- numpy arrays are channels-last: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4). Colour
+  arrays are RGB(A) unless ``channel_order="bgr"`` (OpenCV's ``cv2.imread`` order;
+  then BGR(A)). Channels-first numpy arrays are refused with a hint.
+- torch tensors (any device; moved to the CPU): (H, W, C) or (C, H, W) with C in 1, 3, 4
+  (torchvision / facenet-pytorch use (3, H, W) float in [0, 1]); (H, W) grayscale. When
+  both readings are possible (e.g. 3x5x3) a floating tensor is taken as (C, H, W) and an
+  integer one as (H, W, C).
+- dtypes: uint8 as is; uint16 is a 16-bit image (scaled by 1/257); bool (0/255); other
+  integers must lie in [0, 255]; floats must be finite and lie in [0, 1] (scaled by 255)
+  or, when the maximum is above 1, in [0, 255]. Anything else (negative values, as left
+  by a mean/std normalisation, values above 255, NaN/inf) raises ImageError: such an
+  array cannot be an image, and guessing would give silent wrong detections.
+  (A float image in [0, 255] whose values are all <= 1 is read as [0, 1]: pass uint8 to
+  avoid the ambiguity.)
+- PIL images and files are decoded in their true colours; ``channel_order`` does not
+  apply to them.
 """
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
+if TYPE_CHECKING:
+    import torch
+
+ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image, "torch.Tensor"]
+
+CHANNEL_ORDERS = ("rgb", "bgr")
+"""Accepted ``channel_order`` values (case-insensitive)."""
 
 MAX_PIXELS = 178_956_970
 """Largest image accepted (pixels; Pillow's hard decompression-bomb limit). A 12000x9000 photo is 108 MP."""
 
+FLOAT_TOLERANCE = 1e-3
+"""Slack allowed outside [0, 1] (or [0, 255]) for float images, for resampling round-off (clipped)."""
+
+# Formats of photos that this Pillow may not open, by suffix: what to install or do.
+_PLUGIN_HINTS = {
+    ".heic": ("HEIC/HEIF", "pip install pillow-heif"),
+    ".heif": ("HEIC/HEIF", "pip install pillow-heif"),
+    ".hif": ("HEIC/HEIF", "pip install pillow-heif"),
+    ".avif": ("AVIF", "pip install pillow-avif-plugin (or Pillow >= 11.3 built with AVIF)"),
+    ".jxl": ("JPEG XL", "pip install pillow-jxl-plugin"),
+}
+_RAW_SUFFIXES = frozenset({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".orf",
+                           ".rw2", ".raf", ".pef", ".srw", ".x3f", ".3fr", ".erf", ".kdc", ".mrw", ".raw"})
+"""Camera raw formats: image-like, never decoded here (convert them to JPEG/PNG/TIFF first)."""
+# ISO-BMFF brands (bytes 8..12 after "ftyp") of HEIF-family and AVIF files
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
 
 class ImageError(ValueError):
-    """An image could not be used. ``path`` names the file (or '<array>')."""
+    """An image could not be used. ``path`` names the file (or '<array>', '<tensor>')."""
 
     def __init__(self, path: str, reason: str):
         self.path = path
@@ -28,24 +72,65 @@ class ImageError(ValueError):
         super().__init__(f"{path}: {reason}")
 
 
-def to_rgb_uint8(array: np.ndarray, name: str = "<array>") -> np.ndarray:
-    """Convert an array image to contiguous RGB uint8 (H, W, 3).
+class ImageTypeError(ImageError, TypeError):
+    """The input is not an image container at all (a list, bytes, None, ...): also a TypeError."""
 
-    Accepts (H, W), (H, W, 1), (H, W, 3) (taken as RGB) and (H, W, 4) (RGBA, alpha
-    dropped); dtypes uint8, uint16 (scaled by 1/257), bool, and floats (taken as
-    [0, 1] when max <= 1, else [0, 255]).
+
+def check_channel_order(channel_order: str) -> str:
+    """Normalise ``channel_order`` to "rgb" or "bgr"; ValueError for anything else."""
+    co = str(channel_order).lower() if isinstance(channel_order, str) else channel_order
+    if co not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    return co  # type: ignore[return-value]
+
+
+def _float_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
+    if a.dtype != np.float64 and a.dtype != np.float32:
+        a = a.astype(np.float32)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ImageError(name, "image array contains NaN or infinite values")
+    if lo >= -FLOAT_TOLERANCE and hi <= 1.0 + FLOAT_TOLERANCE:
+        scale = 255.0
+    elif lo >= -255 * FLOAT_TOLERANCE and hi <= 255.0 * (1 + FLOAT_TOLERANCE):
+        scale = 1.0
+    else:
+        hint = (" (normalised with a mean/std? undo it: x * std + mean)" if lo < 0 else "")
+        raise ImageError(
+            name, f"float image values span [{lo:.4g}, {hi:.4g}]; expected [0, 1] or [0, 255]{hint}"
+        )
+    return np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+
+
+def to_rgb_uint8(array: np.ndarray, name: str = "<array>", channel_order: str = "rgb") -> np.ndarray:
+    """Convert a channels-last array image to contiguous RGB uint8 (H, W, 3).
+
+    Accepts (H, W), (H, W, 1), (H, W, 3) and (H, W, 4) (alpha dropped); colour channels
+    in ``channel_order`` ("rgb" or "bgr"). dtypes and value ranges: see the module
+    docstring. Raises ImageError (a ValueError) for a shape, dtype or value range that
+    cannot be an image, and ImageTypeError for an object that is not an array.
     """
-    a = np.asarray(array)
+    co = check_channel_order(channel_order)
+    if not isinstance(array, np.ndarray):
+        raise ImageTypeError(name, f"expected a numpy array, got {type(array).__name__}")
+    a = array
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise ImageError(name, f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        hint = ""
+        if a.ndim == 3 and a.shape[0] in (1, 3, 4):
+            hint = "; channels-first (C, H, W)? pass array.transpose(1, 2, 0)"
+        elif a.ndim == 4:
+            hint = "; a stack of images? pass them to detect_batch"
+        raise ImageError(name, f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}{hint}")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ImageError(name, f"image has no pixels (shape {a.shape})")
     if a.shape[2] == 4:
         a = a[:, :, :3]
+    if co == "bgr" and a.shape[2] == 3:
+        a = a[:, :, ::-1]
     if a.dtype == np.uint8:
         pass
     elif a.dtype == np.uint16:
@@ -53,15 +138,45 @@ def to_rgb_uint8(array: np.ndarray, name: str = "<array>") -> np.ndarray:
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise ImageError(name, "image array contains NaN or infinite values")
-        scale = 255.0 if a.size and float(a.max()) <= 1.0 else 1.0
-        a = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+        a = _float_to_uint8(a, name)
     elif np.issubdtype(a.dtype, np.integer):
-        a = np.clip(a, 0, 255).astype(np.uint8)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 255:
+            raise ImageError(name, f"{a.dtype} image values span [{lo}, {hi}]; expected [0, 255] "
+                                   "(16-bit images: pass uint16)")
+        a = a.astype(np.uint8)
     else:
-        raise ImageError(name, f"unsupported image dtype {a.dtype}")
+        raise ImageError(name, f"unsupported image dtype {a.dtype} (expected uint8, uint16, bool or float)")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
     return np.ascontiguousarray(a)
+
+
+def _is_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "dim")
+
+
+def tensor_to_numpy(t: "torch.Tensor", name: str = "<tensor>") -> np.ndarray:
+    """A torch image tensor (any device) as a channels-last numpy array (see the module docstring)."""
+    import torch
+
+    t = t.detach()
+    if t.is_complex():
+        raise ImageError(name, f"unsupported tensor dtype {t.dtype}")
+    if t.dim() == 3:
+        c_first, c_last = t.shape[0] in (1, 3, 4), t.shape[2] in (1, 3, 4)
+        if c_first and (not c_last or t.is_floating_point()):
+            t = t.permute(1, 2, 0)
+        elif not c_last:
+            raise ImageError(name, f"expected an image tensor of shape (C, H, W) or (H, W, C) with C in 1, 3, 4, "
+                                   f"got {tuple(t.shape)}")
+    elif t.dim() == 4:
+        raise ImageError(name, f"got a 4-D tensor {tuple(t.shape)}: a batch? pass it to detect_batch")
+    elif t.dim() != 2:
+        raise ImageError(name, f"expected an image tensor of shape (C, H, W), (H, W, C) or (H, W), got {tuple(t.shape)}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t.cpu().contiguous().numpy()
 
 
 def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
@@ -82,26 +197,101 @@ def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
     return to_rgb_uint8(np.asarray(img), name)
 
 
-def load_image(image: ImageInput) -> np.ndarray:
-    """Load ``image`` (path, PIL.Image or array) as contiguous RGB uint8 (H, W, 3)."""
+def unsupported_format_hint(path: str | os.PathLike) -> str | None:
+    """Why an image-like file cannot be decoded here and what to do, or None.
+
+    From the suffix (HEIC/HEIF, AVIF, JPEG XL, camera raw) or, for a mis-named file, the
+    ISO-BMFF brand in its header. Formats this Pillow opens (e.g. AVIF on Pillow 13) give None.
+    """
+    from PIL import features
+
+    suffix = Path(path).suffix.lower()
+    kind = None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head[4:8] == b"ftyp":
+            brand = head[8:12]
+            kind = ".heic" if brand in _HEIF_BRANDS else ".avif" if brand in _AVIF_BRANDS else None
+    except OSError:
+        pass
+    kind = kind or suffix
+    if kind == ".avif" and features.check("avif"):
+        return None
+    if kind in _PLUGIN_HINTS:
+        fmt, fix = _PLUGIN_HINTS[kind]
+        return f"{fmt} image: this Pillow cannot decode it; {fix}"
+    if suffix in _RAW_SUFFIXES:
+        return "camera raw image: not supported; convert it to JPEG, PNG or TIFF first"
+    return None
+
+
+def _register_plugins() -> None:
+    """Let Pillow open HEIC/HEIF and AVIF when their optional plugins are installed."""
+    global _PLUGINS_TRIED
+    if _PLUGINS_TRIED:
+        return
+    _PLUGINS_TRIED = True
+    try:
+        import pillow_heif  # type: ignore[import-not-found]
+
+        pillow_heif.register_heif_opener()
+    except Exception:  # not installed, or broken: files are then reported per file
+        pass
+    try:
+        import pillow_avif  # type: ignore[import-not-found]  # noqa: F401  (registers on import)
+    except Exception:
+        pass
+
+
+_PLUGINS_TRIED = False
+
+
+def _os_reason(e: OSError, doing: str) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    if isinstance(e, PermissionError):
+        return f"permission denied ({doing})"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory, not an image file"
+    if e.errno == errno.ENOTDIR:
+        return "file not found (a parent is not a directory)"
+    return f"cannot read file ({doing}: {e.strerror or e})"
+
+
+def load_image(image: ImageInput, channel_order: str = "rgb") -> np.ndarray:
+    """Load ``image`` as contiguous RGB uint8 (H, W, 3).
+
+    image: a path (str / os.PathLike), a PIL.Image, a numpy array or a torch.Tensor (see
+        the module docstring for shapes, dtypes and value ranges).
+    channel_order: "rgb" (default) or "bgr": the colour order of array and tensor inputs
+        (cv2.imread gives BGR). Files and PIL images are always decoded in true colour.
+    Raises ImageError (a ValueError) naming the file (or "<array>" / "<tensor>") and the
+    cause: file not found, permission denied, not an image, unsupported format (with what
+    to install), corrupt, too large, impossible shape / dtype / value range;
+    ImageTypeError (also a TypeError) for an object that is not an image at all.
+    """
+    co = check_channel_order(channel_order)
     if isinstance(image, np.ndarray):
-        return to_rgb_uint8(image)
+        return to_rgb_uint8(image, "<array>", co)
     if isinstance(image, Image.Image):
         return _pil_to_rgb(image, getattr(image, "filename", "") or "<PIL.Image>")
+    if _is_tensor(image):
+        return to_rgb_uint8(tensor_to_numpy(image), "<tensor>", co)
     if not isinstance(image, (str, os.PathLike)):
-        raise ImageError(repr(type(image)), "expected a path, a PIL.Image or a numpy array")
+        raise ImageTypeError(f"<{type(image).__name__}>",
+                             "expected a path, a PIL.Image, a numpy array or a torch.Tensor")
     path = Path(image)
     name = str(path)
-    if not path.exists():
-        raise ImageError(name, "file not found")
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ImageError(name, _os_reason(e, "stat")) from e
     if path.is_dir():
         raise ImageError(name, "is a directory, not an image file")
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ImageError(name, f"cannot read file ({e.strerror})") from e
-    if size == 0:
+    if st.st_size == 0:
         raise ImageError(name, "file is empty (0 bytes)")
+    _register_plugins()
     try:
         with warnings.catch_warnings():
             # Pillow warns above ~89 MP; we accept up to MAX_PIXELS and check it ourselves.
@@ -115,10 +305,12 @@ def load_image(image: ImageInput) -> np.ndarray:
     except ImageError:
         raise
     except UnidentifiedImageError as e:
-        raise ImageError(name, "not a recognised image format") from e
+        raise ImageError(name, unsupported_format_hint(path) or "not a recognised image format") from e
     except Image.DecompressionBombError as e:
         raise ImageError(name, f"image too large ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno is not None:  # a real OS error, not a decoder's
+            raise ImageError(name, _os_reason(e, "read")) from e
         msg = str(e)
         if "truncated" in msg.lower():
             msg = "image file is truncated or corrupt"

@@ -214,7 +214,7 @@ class VideoResult:
                 continue
             for s, dup in slots[i]:
                 for j, face in enumerate(fr.faces):
-                    d = face.to_dict()
+                    d = face.to_dict(decimals=3)
                     rows.append({
                         **common,
                         "sample": s,
