@@ -270,7 +270,10 @@ def test_failed_write_and_interrupt_leave_no_partial_files(tmp_path, fake, monke
     out2 = tmp_path / "out2"
     assert main(["detect", *imgs, "--out", str(out2), "--jsonl", "--batch-size", "2", "-q"]) == 130
     assert len(calls) == 2
-    assert sorted(p.name for p in out2.iterdir()) == ["0.jpg", "1.jpg"]
+    assert sorted(p.name for p in out2.iterdir()) == ["0.jpg", "1.jpg", "summary.json"]
+    summary2 = json.loads((out2 / "summary.json").read_text())
+    assert summary2["complete"] is False and summary2["interrupted"] == "SIGINT"
+    assert [e["image"] for e in summary2["images"]] == imgs[:2] and summary2["processed"] == 2
     assert_complete_outputs(out2)
 
 

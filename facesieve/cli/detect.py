@@ -4,11 +4,23 @@ Outputs in --out (every file written atomically: temp file + rename):
     <stem>.jpg          annotated image (unless --no-draw)
     <stem>.json         {"image", "width", "height", "model", "faces": [Face.to_dict()]}
                         (or, with --jsonl, one such object per line in detections.jsonl)
-    summary.json        counts, failed inputs with reasons, timing, per-image outputs
-Inputs sharing a stem get "<stem>-2", "<stem>-3", ... in input order.
+    summary.json        counts, failed inputs with reasons, timing, per-image outputs;
+                        "complete": false until the run has gone through every input
+                        (written at the start, so an interrupted or killed run never
+                        leaves an older run's summary; Ctrl-C / SIGTERM also record
+                        "interrupted" and the images done so far)
+    coco.json           with --coco: COCO-style detections of all processed images
+                        (images, annotations with bbox [x, y, w, h], score, 5 keypoints,
+                        categories [face])
+Inputs sharing a stem get "<stem>-2", "<stem>-3", ... in input order. Directories are
+scanned for image-like files (see facesieve.io.paths.IMAGE_EXTENSIONS): each is either
+processed or reported as failed with the reason (e.g. HEIC: "pip install pillow-heif").
+Boxes are as the model gives them (they may reach outside the image) unless --clip-boxes.
+File names that are not valid UTF-8 are printed with backslash escapes (\\xNN).
 
 Exit codes: 0 all inputs processed; 1 some input failed (the others were processed);
-2 usage error (no input matched, bad option, output dir unusable, model not loadable).
+2 usage error (no input matched, bad option, output dir unusable, model not loadable);
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 from __future__ import annotations
 
@@ -61,6 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per forward pass (default: the model's)")
     p.add_argument("--jsonl", action="store_true", help="write one detections.jsonl instead of a JSON per image")
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
+    p.add_argument("--coco", action="store_true",
+                   help="also write coco.json: COCO-style detections (bbox xywh, score, 5 keypoints) of all images")
+    p.add_argument("--clip-boxes", action="store_true",
+                   help="clamp boxes and landmarks to the image (default: as the model gives them, "
+                   "possibly reaching outside the image)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary; failures still go to stderr")
     p.set_defaults(func=run)
 
@@ -79,9 +96,13 @@ class RunSummary:
     images: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     load_seconds: float = 0.0
+    complete: bool = False
+    interrupted: str | None = None
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "complete": self.complete, "interrupted": self.interrupted, "error": self.error,
             "model": self.model, "device": self.device, "out": self.out,
             "inputs": self.inputs, "processed": self.processed, "faces": self.faces,
             "failed": self.failed, "seconds": round(self.seconds, 3),
@@ -89,17 +110,18 @@ class RunSummary:
         }
 
 
-def assign_stems(paths: Sequence[Path], out_dir: Path, suffixes: Sequence[str] = (".jpg", ".json")) -> list[str]:
+def assign_stems(paths: Sequence[Path], out_dir: Path, suffixes: Sequence[str] = (".jpg", ".json"),
+                 reserved: Sequence[str] = RESERVED_STEMS) -> list[str]:
     """One unique output stem per input path, deterministic in input order.
 
     The first input with a given stem keeps it; later ones get "<stem>-2", "<stem>-3", ...
     skipping any stem that another input has naturally. Comparison is case-insensitive
     (for case-insensitive file systems). A stem is also skipped when an output
-    ``out_dir/<stem><suffix>`` would overwrite one of the inputs, or is in RESERVED_STEMS.
+    ``out_dir/<stem><suffix>`` would overwrite one of the inputs, or is in ``reserved``.
     """
     input_files = {os.path.normcase(os.path.realpath(p)) for p in paths}
     natural = {p.stem.casefold() for p in paths}
-    taken = {s.casefold() for s in RESERVED_STEMS}
+    taken = {s.casefold() for s in reserved}
 
     def free(stem: str) -> bool:
         if stem.casefold() in taken:
@@ -164,21 +186,85 @@ def _load_batches(
         yield batch
 
 
+def _write_summary(out_dir: Path, summary: RunSummary) -> str | None:
+    """Write summary.json atomically; the OS error's text if that fails."""
+    from facesieve.io import atomic_write_text
+
+    try:
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+@contextlib.contextmanager
+def _summary_on_interrupt(out_dir: Path, summary: RunSummary, finish: Callable[[], None]) -> Iterator[None]:
+    """On Ctrl-C / SIGTERM: summary.json with what was done, "complete": false; then re-raise."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        from facesieve.cli import Terminated
+
+        summary.interrupted = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+        finish()
+        _write_summary(out_dir, summary)
+        raise
+
+
+def coco_detections(records: Sequence[dict[str, Any]], model: str = "") -> dict[str, Any]:
+    """COCO-style detection JSON from ``facesieve detect`` records ({"image", "width",
+    "height", "faces": [Face.to_dict()]}): "images" (id from 1, file_name = the input path,
+    width, height), "annotations" (id, image_id, category_id 1, bbox [x, y, w, h] in pixels
+    from the xyxy box, area w * h, score, iscrowd 0, keypoints [x, y, v] * 5 in
+    LANDMARK_NAMES order with v = 2, or all 0 and num_keypoints 0 without landmarks) and
+    "categories" ([{"id": 1, "name": "face", "keypoints": LANDMARK_NAMES}])."""
+    from facesieve.types import LANDMARK_NAMES
+
+    images, annotations = [], []
+    for image_id, rec in enumerate(records, start=1):
+        images.append({"id": image_id, "file_name": rec["image"], "width": rec["width"], "height": rec["height"]})
+        for f in rec["faces"]:
+            x1, y1, x2, y2 = f["box"]
+            w, h = x2 - x1, y2 - y1
+            lm = f.get("landmarks")
+            kps = [0.0] * (3 * len(LANDMARK_NAMES)) if lm is None else [v for x, y in lm for v in (x, y, 2)]
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+                "bbox": [x1, y1, w, h], "area": w * h, "score": f["score"], "iscrowd": 0,
+                "keypoints": kps, "num_keypoints": 0 if lm is None else len(LANDMARK_NAMES),
+            })
+    return {
+        "info": {"description": "facesieve detect", "model": model},
+        "images": images, "annotations": annotations,
+        "categories": [{"id": 1, "name": "face", "supercategory": "face",
+                        "keypoints": list(LANDMARK_NAMES), "skeleton": []}],
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     import facesieve
     from facesieve.io import atomic_open, atomic_write_bytes, atomic_write_text
-    from facesieve.io.paths import expand_inputs
+    from facesieve.io.paths import display_path, expand_inputs
 
     t0 = time.perf_counter()
     out_dir: Path = args.out
     expanded = expand_inputs(args.inputs, exclude=[out_dir])
     if not expanded.paths:
-        print(f"facesieve detect: error: no images found in: {' '.join(expanded.unmatched)}", file=sys.stderr)
+        print(f"facesieve detect: error: no images found in: {' '.join(map(display_path, expanded.unmatched))}",
+              file=sys.stderr)
         return 2
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        print(f"facesieve detect: error: cannot create output directory {out_dir}: {e.strerror or e}", file=sys.stderr)
+        print(f"facesieve detect: error: cannot create output directory {display_path(out_dir)}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return 2
+    # replace an older run's summary at once: until the end it says "complete": false
+    summary = RunSummary(model=args.model, device=str(args.device), out=str(out_dir), inputs=len(expanded.paths))
+    problem = _write_summary(out_dir, summary)
+    if problem:
+        print(f"facesieve detect: error: cannot write {display_path(out_dir / 'summary.json')}: {problem}",
+              file=sys.stderr)
         return 2
 
     show_progress = not args.quiet and sys.stderr.isatty()
@@ -189,15 +275,16 @@ def run(args: argparse.Namespace) -> int:
         detector = facesieve.load(args.model, weights=args.weights, device=args.device,
                                   backend=args.backend, threads=args.threads)
     except Exception as e:  # report, do not dump a traceback for a bad --weights/--device
-        print(f"facesieve detect: error: cannot load model {args.model!r}: {e}", file=sys.stderr)
+        print(display_path(f"facesieve detect: error: cannot load model {args.model!r}: {e}"), file=sys.stderr)
+        summary.error = f"cannot load model {args.model!r}: {e}"
+        _write_summary(out_dir, summary)
         return 2
     model = detector.name or args.model
-    summary = RunSummary(model=model, device=str(args.device), out=str(out_dir),
-                         load_seconds=time.perf_counter() - t_load)
+    summary.model, summary.load_seconds = model, time.perf_counter() - t_load
 
     paths = expanded.paths
-    stems = assign_stems(paths, out_dir, (".json",) if args.no_draw else (".jpg", ".json"))
-    summary.inputs = len(paths)
+    stems = assign_stems(paths, out_dir, (".json",) if args.no_draw else (".jpg", ".json"),
+                         RESERVED_STEMS + (("coco",) if args.coco else ()))
     for pattern in expanded.unmatched:
         summary.failed.append({"image": pattern, "error": "no images matched"})
     failed_at: dict[int, str] = {}
@@ -217,14 +304,21 @@ def run(args: argparse.Namespace) -> int:
 
     def detect(arrays: list[np.ndarray]) -> list:
         res = detector.detect_batch(arrays, batch_size=len(arrays), score_threshold=args.score_threshold,
-                                    nms_threshold=args.nms_threshold)
+                                    nms_threshold=args.nms_threshold, clip_boxes=args.clip_boxes or None)
         if len(res) != len(arrays):
             raise RuntimeError(f"detector returned {len(res)} results for {len(arrays)} images")
         return res
 
     jsonl_cm = atomic_open(out_dir / "detections.jsonl", "w", encoding="utf-8") if args.jsonl else contextlib.nullcontext()
     per_image: dict[int, dict[str, Any]] = {}
-    with jsonl_cm as jsonl, bar:
+    coco_records: list[dict[str, Any]] = []
+
+    def finish() -> None:
+        summary.images = [per_image[i] for i in sorted(per_image)]
+        summary.failed += [{"image": str(paths[i]), "error": failed_at[i]} for i in sorted(failed_at)]
+        summary.seconds = time.perf_counter() - t0
+
+    with _summary_on_interrupt(out_dir, summary, finish), jsonl_cm as jsonl, bar:
         for batch in _load_batches(paths, batch_size, fail):
             try:
                 results = detect([a for _, a in batch])
@@ -241,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 stem, h, w = stems[i], int(arr.shape[0]), int(arr.shape[1])
                 record = {"image": str(paths[i]), "width": w, "height": h, "model": model,
-                          "faces": [f.to_dict() for f in faces]}
+                          "faces": [f.to_dict(decimals=3) for f in faces]}
                 entry: dict[str, Any] = {"image": str(paths[i]), "faces": len(faces), "annotated": None, "json": None}
                 try:
                     if draw:
@@ -260,20 +354,27 @@ def run(args: argparse.Namespace) -> int:
                     fail(i, f"cannot write output: {_describe(e)}")
                     continue
                 per_image[i] = entry
+                if args.coco:
+                    coco_records.append(record)
                 summary.processed += 1
                 summary.faces += len(faces)
                 bar.set_postfix(faces=summary.faces, failed=len(failed_at), refresh=False)
                 bar.update(1)
             del batch, results
 
-    summary.images = [per_image[i] for i in sorted(per_image)]
-    summary.failed += [{"image": str(paths[i]), "error": failed_at[i]} for i in sorted(failed_at)]
-    summary.seconds = time.perf_counter() - t0
+    finish()
+    if args.coco:  # records are in input order, like the summary
+        try:
+            atomic_write_text(out_dir / "coco.json",
+                              json.dumps(coco_detections(coco_records, model), allow_nan=False) + "\n")
+        except (OSError, ValueError) as e:
+            summary.failed.append({"image": str(out_dir / "coco.json"), "error": f"cannot write output: {_describe(e)}"})
+    summary.complete = True
     _print_summary(summary, out_dir, args.jsonl, args.quiet)
-    try:
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
-    except OSError as e:
-        print(f"facesieve detect: error: cannot write {out_dir / 'summary.json'}: {e.strerror or e}", file=sys.stderr)
+    problem = _write_summary(out_dir, summary)
+    if problem:
+        print(f"facesieve detect: error: cannot write {display_path(out_dir / 'summary.json')}: {problem}",
+              file=sys.stderr)
         return 1
     return 1 if summary.failed else 0
 
@@ -283,10 +384,13 @@ def _plural(n: int, word: str) -> str:
 
 
 def _print_summary(s: RunSummary, out_dir: Path, jsonl: bool, quiet: bool, max_listed: int = 20) -> None:
-    """Readable summary on stdout, failures on stderr; with ``quiet`` only the failures."""
+    """Readable summary on stdout, failures on stderr; with ``quiet`` only the failures.
+    Paths that are not valid UTF-8 are printed with \\xNN escapes (``display_path``)."""
+    from facesieve.io.paths import display_path as show
+
     sys.stdout.flush()
     for f in s.failed:
-        print(f"facesieve detect: failed: {f['image']}: {f['error']}", file=sys.stderr)
+        print(show(f"facesieve detect: failed: {f['image']}: {f['error']}"), file=sys.stderr)
     sys.stderr.flush()
     if quiet:
         return
@@ -297,7 +401,7 @@ def _print_summary(s: RunSummary, out_dir: Path, jsonl: bool, quiet: bool, max_l
     if s.images and len(s.images) <= max_listed:
         for e in s.images:
             outs = ", ".join(str(out_dir / e[k]) for k in ("annotated", "json") if e[k])
-            print(f"  {e['image']}: {_plural(e['faces'], 'face')}" + (f" -> {outs}" if outs else ""))
+            print(show(f"  {e['image']}: {_plural(e['faces'], 'face')}" + (f" -> {outs}" if outs else "")))
     if jsonl:
-        print(f"detections: {out_dir / 'detections.jsonl'}")
-    print(f"summary: {out_dir / 'summary.json'}")
+        print(show(f"detections: {out_dir / 'detections.jsonl'}"))
+    print(show(f"summary: {out_dir / 'summary.json'}"))

@@ -9,9 +9,16 @@ from typing import Iterable, Sequence
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff",
-     ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+     ".webp", ".ppm", ".pgm", ".pbm", ".pnm",
+     # photo formats that need a Pillow plugin (HEIC/HEIF: pillow-heif; AVIF before Pillow
+     # 11.3: pillow-avif-plugin; JPEG XL: pillow-jxl-plugin), JPEG 2000 and camera raw files:
+     # picked up too, so that each is either decoded or reported with what to install or do
+     ".heic", ".heif", ".hif", ".avif", ".jxl", ".jp2", ".j2k", ".jpx",
+     ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".orf", ".rw2", ".raf",
+     ".pef", ".srw", ".x3f"}
 )
-"""Lower-case suffixes picked up from directories and globs (explicit files are always kept)."""
+"""Lower-case suffixes of image-like files picked up from directories and globs (explicit
+files are always kept). ``load_image`` decodes each or raises ImageError saying why not."""
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -124,3 +131,60 @@ def expand_inputs(
         for m in matches:
             add(m)
     return result
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as a regular file (the real OS cause), or None if it can.
+
+    "not found", "a parent is not a directory", "is a directory, not a file",
+    "permission denied", "not a regular file (...)", or the OS's own message.
+    """
+    import errno
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "not found"
+    except PermissionError:
+        return "permission denied (a parent directory cannot be searched)"
+    except OSError as e:
+        if e.errno == errno.ENOTDIR:
+            return "not found (a parent is not a directory)"
+        return e.strerror or str(e)
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a device, socket or pipe)"
+    if not os.access(path, os.R_OK):
+        return "permission denied (not readable)"
+    return None
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as printable text: bytes that are not valid UTF-8 (kept by Python as
+    surrogate escapes) are shown as ``\\xNN``, so printing never fails on a strict UTF-8 stream."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def make_output_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new, uniquely named directory ``parent/<prefix><random>`` created with mode 0o777
+    minus the umask, like any ``mkdir`` (``tempfile.mkdtemp`` makes 0o700 directories,
+    which stay 0o700 when the directory is later renamed into place as an output)."""
+    import secrets
+
+    for _ in range(100):
+        path = Path(parent) / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free directory name {prefix}* in {parent}")

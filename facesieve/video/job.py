@@ -15,7 +15,6 @@ import hashlib
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ import cv2
 import numpy as np
 
 from facesieve.detectors.base import Detector
-from facesieve.io.paths import expand_inputs
+from facesieve.io.paths import expand_inputs, make_output_dir
 from facesieve.types import Face
 from facesieve.video import manifest as mf
 from facesieve.video.align import align_face, box_crop, select_faces
@@ -611,7 +610,7 @@ class VideoFaceExtractor:
         w = _Work(job, r, t0=time.perf_counter())
         self.cascade.stats = r.cascade = CascadeStats()  # counts for this video only
         if out is not None:
-            w.tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{job.video_id}-", dir=out))
+            w.tmp_dir = make_output_dir(out, f".tmp-{job.video_id}-")
             (w.tmp_dir / "crops").mkdir()
         return w
 
@@ -693,7 +692,7 @@ class VideoFaceExtractor:
     def _failed(self, job: _Job, reason: str, out: Path | None) -> VideoResult:
         r = VideoResult(str(job.path), job.video_id, status="failed", error=reason)
         if out is not None:
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{job.video_id}-", dir=out))
+            tmp = make_output_dir(out, f".tmp-{job.video_id}-")
             try:
                 mf.write_jsonl(tmp / mf.MANIFEST_JSONL, r.rows())
                 if self.config.parquet:

@@ -216,7 +216,9 @@ def load_mtcnn_state_dict(weights: str | os.PathLike | None = None) -> dict[str,
             return _load_lz4({n: path / f"{n}.lz4" for n in NET_NAMES}, verify=False)
         raise WeightsError(f"{path}: expected det1.npy, det2.npy, det3.npy or pnet/rnet/onet.lz4")
     if not path.is_file():
-        raise WeightsError(f"MTCNN weights not found: {path}")
+        from facesieve.io.paths import file_problem
+
+        raise WeightsError(f"MTCNN weights {file_problem(path) or 'not found'}: {path}")
     try:
         state: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - report any unreadable checkpoint the same way

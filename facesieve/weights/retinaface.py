@@ -350,7 +350,9 @@ def fetch(weights: str, sha256: str | None = None) -> Path:
         return download(weights, sha256=sha256)
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+        from facesieve.io.paths import file_problem
+
+        raise WeightsError(f"weights file {file_problem(path) or 'not found'}: {path}")
     if sha256 is not None and sha256_file(path) != sha256:
         raise WeightsError(f"{path}: sha256 differs from the expected {sha256}")
     return path
