@@ -4,6 +4,10 @@
 
 Writes a RetinaFace label.txt (or JSON Lines for a ``.jsonl`` output) atomically. Faces the
 detector does not find (IoU < --iou with a detection) keep their box without landmarks.
+Images that cannot be read are listed on stderr (with the reason) and keep their boxes
+without landmarks; the output is still written, and the exit code is 1.
+
+Exit codes: 0 every image labelled; 1 some image unreadable; 2 bad dataset or model.
 """
 from __future__ import annotations
 
@@ -35,39 +39,46 @@ def run(args: argparse.Namespace) -> int:
     from facesieve.api import load
     from facesieve.data.autolabel import annotate_dataset
     from facesieve.data.labels import load_box_dataset, write_jsonl, write_label_txt
+    from facesieve.io.paths import display_path as show
     from facesieve.weights.cache import WeightsError
 
     try:
         data = load_box_dataset(args.data, args.images, keep_invalid=args.keep_invalid)
         detector = load(args.model, weights=args.weights, device=args.device)
     except (FileNotFoundError, ValueError, OSError, WeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(show(f"error: {e}"), file=sys.stderr)
         return 2
     progress = (lambda x: x)
     if not args.no_progress:
         from tqdm import tqdm
 
         progress = lambda x: tqdm(x, desc="label", unit="img", file=sys.stderr)  # noqa: E731
+    unreadable: list[str] = []
     items, stats = annotate_dataset(
-        data, detector, args.iou, args.score_threshold, progress=progress,
-        on_error=lambda msg: print(f"warning: {msg}; faces kept without landmarks", file=sys.stderr),
+        data, detector, args.iou, args.score_threshold, progress=progress, on_error=unreadable.append,
     )
     out = Path(args.out)
-    if out.suffix == ".jsonl":  # JSON Lines paths are relative to the file's folder
-        base = out.resolve().parent
-        for it in items:
-            it.path = Path(os.path.relpath((data.root / it.path).resolve(), base)).as_posix()
-        write_jsonl(out, items)
-    else:
-        write_label_txt(out, items)
+    try:
+        if out.suffix == ".jsonl":  # JSON Lines paths are relative to the file's folder
+            base = out.resolve().parent
+            for it in items:
+                it.path = Path(os.path.relpath((data.root / it.path).resolve(), base)).as_posix()
+            write_jsonl(out, items)
+        else:
+            write_label_txt(out, items)
+    except OSError as e:
+        print(show(f"facesieve label: error: cannot write {out}: {e.strerror or e}"), file=sys.stderr)
+        return 1
     link = out.parent / "images"
     if out.suffix != ".jsonl" and not args.no_link_images and not link.exists() \
             and data.root.resolve() != link.resolve():
         try:
             os.symlink(data.root.resolve(), link, target_is_directory=True)
-            print(f"linked {link} -> {data.root.resolve()}", file=sys.stderr)
+            print(show(f"linked {link} -> {data.root.resolve()}"), file=sys.stderr)
         except OSError as e:
-            print(f"note: could not link {link} ({e}); train with --images {data.root}", file=sys.stderr)
-    print(f"{out}: {stats.images} images, {stats.faces} faces, {stats.labelled} with landmarks "
-          f"({100 * stats.fraction:.1f}%), {stats.failed_images} unreadable images")
-    return 0
+            print(show(f"note: could not link {link} ({e}); train with --images {data.root}"), file=sys.stderr)
+    for msg in unreadable:
+        print(show(f"facesieve label: unreadable image: {msg}; its faces kept without landmarks"), file=sys.stderr)
+    print(show(f"{out}: {stats.images} images, {stats.faces} faces, {stats.labelled} with landmarks "
+               f"({100 * stats.fraction:.1f}%), {stats.failed_images} unreadable images"))
+    return 1 if stats.failed_images else 0

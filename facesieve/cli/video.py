@@ -134,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        print(f"facesieve video: cannot create --out {args.out}: {e}", file=sys.stderr)
+        from facesieve.io.paths import display_path
+
+        print(display_path(f"facesieve video: cannot create --out {args.out}: {e.strerror or e}"), file=sys.stderr)
         return 2
     extractor = VideoFaceExtractor(config)
     try:
@@ -143,15 +145,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"facesieve video: cannot load the detectors: {e}", file=sys.stderr)
         return 2
     summary = extractor.run([str(p) for p in paths], args.out, overwrite=args.overwrite, progress=not args.quiet)
+    from facesieve.io.paths import display_path as show
+
     for v in summary.videos:
         if v.status == "failed":
-            print(f"FAILED {v.path}: {v.error}", file=sys.stderr)
+            print(show(f"FAILED {v.path}: {v.error}"), file=sys.stderr)
     if not args.quiet:
         d = summary.to_dict()
         per = ", ".join(f"{k} {n}" for k, n in d["faces_from_detector"].items()) or "none"
-        print(
+        print(show(
             f"{d['done']} done, {d['skipped']} skipped, {d['failed']} failed; {d['faces']} faces; "
             f"face frames by detector: {per}; fallback on {d['fallback_frames']}/{d['frames_sampled']} frames; "
             f"{d['seconds']:.1f} s -> {args.out / 'summary.json'}"
-        )
+        ))
     return summary.exit_code
