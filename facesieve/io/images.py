@@ -291,6 +291,8 @@ def load_image(image: ImageInput, channel_order: str = "rgb") -> np.ndarray:
         raise ImageError(name, "is a directory, not an image file")
     if st.st_size == 0:
         raise ImageError(name, "file is empty (0 bytes)")
+    if path.suffix.lower() in _RAW_SUFFIXES:  # Pillow would open some (DNG) as their small TIFF preview
+        raise ImageError(name, unsupported_format_hint(path) or "camera raw image: not supported")
     _register_plugins()
     try:
         with warnings.catch_warnings():
