@@ -308,3 +308,42 @@ def test_coco_output_matches_the_per_image_json(tmp_path, example_image):
     ev.accumulate()
     ev.summarize()
     assert ev.stats[0] == pytest.approx(1.0)
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path):
+    from facesieve.io.paths import _walk_dir
+
+    errors: list[tuple[str, str]] = []
+    assert _walk_dir(tmp_path / "gone", [], frozenset({".jpg"}), errors) == []  # a real OS error, as root too
+    assert errors == [(str(tmp_path / "gone"), "cannot list directory: No such file or directory")]
+
+
+def test_permission_denied_is_named(tmp_path, example_image):
+    """(Root reads files whatever their mode: run as another user, or as root without
+    CAP_DAC_OVERRIDE, e.g. `setpriv --bounding-set=-dac_override,-dac_read_search
+    --inh-caps=-dac_override,-dac_read_search -- python -m pytest ...`.)"""
+    from facesieve.io import ImageError, load_image
+
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    os.chmod(probe, 0)
+    if os.access(probe, os.R_OK):
+        pytest.skip("this process reads files whatever their mode (root with CAP_DAC_OVERRIDE)")
+
+    src = tmp_path / "in"
+    (src / "locked").mkdir(parents=True)
+    shutil.copy(example_image, src / "a.jpg")
+    shutil.copy(example_image, src / "secret.jpg")
+    shutil.copy(example_image, src / "locked" / "b.jpg")
+    os.chmod(src / "secret.jpg", 0)
+    os.chmod(src / "locked", 0)
+    try:
+        with pytest.raises(ImageError, match="secret.jpg: permission denied"):
+            load_image(src / "secret.jpg")
+        out = tmp_path / "out"
+        assert main(["detect", str(src), "--out", str(out), "--no-draw", "-q"]) == 1
+        failed = {f["image"]: f["error"] for f in json.loads((out / "summary.json").read_text())["failed"]}
+        assert failed == {str(src / "secret.jpg"): "permission denied (read)",
+                          str(src / "locked"): "cannot list directory: Permission denied"}
+    finally:
+        os.chmod(src / "locked", 0o755)

@@ -252,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
     if not expanded.paths:
         print(f"facesieve detect: error: no images found in: {' '.join(map(display_path, expanded.unmatched))}",
               file=sys.stderr)
+        for folder, cause in expanded.unreadable:
+            print(display_path(f"facesieve detect: error: {folder}: {cause}"), file=sys.stderr)
         return 2
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -287,6 +289,8 @@ def run(args: argparse.Namespace) -> int:
                          RESERVED_STEMS + (("coco",) if args.coco else ()))
     for pattern in expanded.unmatched:
         summary.failed.append({"image": pattern, "error": "no images matched"})
+    for folder, cause in expanded.unreadable:
+        summary.failed.append({"image": folder, "error": cause})
     failed_at: dict[int, str] = {}
     batch_size = args.batch_size or getattr(detector, "default_batch_size", 8)
     draw = not args.no_draw

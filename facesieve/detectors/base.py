@@ -39,6 +39,14 @@ def _batch_items(images: object) -> Iterable[ImageInput]:
     return images  # type: ignore[return-value]
 
 
+def image_arrays(images: Iterable[ImageInput], channel_order: str = "rgb") -> list[np.ndarray]:
+    """The images of a batch (any kinds ``Detector.detect`` takes) as RGB uint8 (H, W, 3)
+    arrays; an RGB uint8 contiguous array is passed through without a copy. Raises as
+    ``detect_batch`` (TypeError for a single image, ImageError for an unusable one)."""
+    co = check_channel_order(channel_order)
+    return [load_image(im, co) for im in _batch_items(images)]
+
+
 class Detector(ABC):
     """Base class. Subclasses implement ``_detect_arrays``.
 
@@ -110,9 +118,9 @@ class Detector(ABC):
         ``detect`` calls. Raises ImageError for an image that cannot be loaded (batch jobs
         that must go past bad files load them first).
         """
-        co = check_channel_order(self.channel_order if channel_order is None else channel_order)
+        co = self.channel_order if channel_order is None else channel_order
         clip = self.clip_boxes if clip_boxes is None else bool(clip_boxes)
-        arrays = [load_image(im, co) for im in _batch_items(images)]
+        arrays = image_arrays(images, co)
         bs = max(1, int(batch_size or self.default_batch_size))
         st = self.score_threshold if score_threshold is None else float(score_threshold)
         nt = self.nms_threshold if nms_threshold is None else float(nms_threshold)

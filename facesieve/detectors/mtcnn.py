@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 import torch
 
-from facesieve.detectors.base import Detector
+from facesieve.detectors.base import Detector, image_arrays
 from facesieve.nets.mtcnn import IMAGE_MEAN, IMAGE_SCALE, MTCNNNets, face_probability
 from facesieve.ops.boxes import batched_nms
 from facesieve.types import Face, faces_from_arrays
@@ -680,6 +680,7 @@ class MTCNNDetector(Detector):
         batches run stage by stage with the pieces of each stage side by side. Results do
         not depend on how the images are grouped.
         """
+        images = image_arrays(images)  # checked: TypeError / ImageError, never rows of one image
         t2 = self.thresholds[2] if score_threshold is None else float(score_threshold)
         nt = self.nms_threshold if nms_threshold is None else float(nms_threshold)
         n = self._n_workers()
@@ -725,6 +726,7 @@ class MTCNNDetector(Detector):
         mining training samples and measuring stage recall."""
         if stage not in ("rnet", "onet"):
             raise ValueError(f"proposals are for 'rnet' or 'onet', got {stage!r}")
+        images = image_arrays(images)
         with _restore_threads():
             ii = IntegralImages(images, self._map)
             img_idx, boxes, scores = self._stage_pnet(images, ii)

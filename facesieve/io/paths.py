@@ -31,10 +31,13 @@ class ExpandedInputs:
         in the order given), without duplicates. Explicit file arguments are kept even when
         missing or not image-named, so that the caller reports them per file.
     unmatched: arguments (globs, directories) that yielded no image.
+    unreadable: (directory, OS cause) for each directory that could not be listed during a
+        walk (e.g. permission denied): its images can be neither processed nor skipped silently.
     """
 
     paths: list[Path] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -63,10 +66,17 @@ def _active(exclude: Sequence[Path], anchor: Path) -> list[Path]:
     return [e for e in exclude if not _within(anchor, [e])]
 
 
-def _walk_dir(root: Path, exclude: Sequence[Path], extensions: frozenset[str]) -> list[Path]:
-    """Files with one of ``extensions`` under ``root`` (recursive), skipping hidden files/dirs and ``exclude``."""
+def _walk_dir(root: Path, exclude: Sequence[Path], extensions: frozenset[str],
+              errors: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Files with one of ``extensions`` under ``root`` (recursive), skipping hidden files/dirs and ``exclude``.
+    Directories that cannot be listed are appended to ``errors`` as (path, OS cause)."""
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def onerror(e: OSError) -> None:
+        if errors is not None:
+            errors.append((str(e.filename or root), f"cannot list directory: {e.strerror or e}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
         d = Path(dirpath)
         dirnames[:] = [n for n in dirnames if not n.startswith(".") and not _within(d / n, exclude)]
         found.extend(
@@ -110,7 +120,7 @@ def expand_inputs(
         arg = os.fspath(raw)
         path = Path(arg).expanduser()
         if path.is_dir():
-            matches = sorted(_walk_dir(path, _active(excl, path), exts), key=_sort_key)
+            matches = sorted(_walk_dir(path, _active(excl, path), exts, result.unreadable), key=_sort_key)
         elif path.exists() or not _is_glob(arg):
             add(path)  # explicit file (or missing file): kept as given
             continue
@@ -122,11 +132,11 @@ def expand_inputs(
                 mp = Path(m)
                 if mp.is_dir():
                     if not _within(mp, ex):
-                        matches.extend(_walk_dir(mp, ex, exts))
+                        matches.extend(_walk_dir(mp, ex, exts, result.unreadable))
                 elif mp.is_file() and mp.suffix.lower() in exts and not _within(mp, ex):
                     matches.append(mp)
             matches = sorted(set(matches), key=_sort_key)
-        if not matches:
+        if not matches and not any(Path(d) == path or path in Path(d).parents for d, _ in result.unreadable):
             result.unmatched.append(arg)
         for m in matches:
             add(m)
