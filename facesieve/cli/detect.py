@@ -11,7 +11,7 @@ Outputs in --out (every file written atomically: temp file + rename):
                         "interrupted" and the images done so far)
     coco.json           with --coco: COCO-style detections of all processed images
                         (images, annotations with bbox [x, y, w, h], score, 5 keypoints,
-                        categories [face])
+                        categories [face]); not written by an interrupted run
 Inputs sharing a stem get "<stem>-2", "<stem>-3", ... in input order. Directories are
 scanned for image-like files (see facesieve.io.paths.IMAGE_EXTENSIONS): each is either
 processed or reported as failed with the reason (e.g. HEIC: "pip install pillow-heif").
