@@ -25,6 +25,7 @@ Conventions for in-memory images (what ``Detector.detect`` / ``detect_batch`` ac
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -216,7 +217,9 @@ def unsupported_format_hint(path: str | os.PathLike) -> str | None:
     except OSError:
         pass
     kind = kind or suffix
-    if kind == ".avif" and features.check("avif"):
+    if kind == ".avif" and (features.check("avif") or importlib.util.find_spec("pillow_avif") is not None):
+        return None  # decodable here: a failure is the file's own
+    if kind in (".heic", ".heif", ".hif") and importlib.util.find_spec("pillow_heif") is not None:
         return None
     if kind in _PLUGIN_HINTS:
         fmt, fix = _PLUGIN_HINTS[kind]
