@@ -23,20 +23,27 @@ def available_models() -> list[str]:
 def load(name: str = DEFAULT_MODEL, weights: str | None = None, device: str = "cpu", **options) -> Detector:
     """Build a detector.
 
-    name: model name (see ``available_models()``); picks architecture and default weights.
-    weights: optional checkpoint path or http(s) URL overriding the default weights.
+    name: model name (see ``available_models()``); picks architecture and default weights
+        (shipped with facesieve: no download, no network).
+    weights: optional checkpoint path, registered weights name or http(s) URL overriding the
+        default weights.
     device: torch device ("cpu", "cuda", "cuda:1").
     options: model-specific settings (e.g. score_threshold, nms_threshold, backend). backend:
-        "torch" (default), "onnxruntime", "openvino", or "auto": the model's fastest backend
-        on CPU (RetinaFace: onnxruntime, MTCNN: openvino), torch on CUDA.
+        "auto" (default): the model's fastest installed CPU backend, all giving the same faces
+        (RetinaFace: onnxruntime, then openvino; MTCNN: openvino; ``facesieve.backends.CPU_PREFERENCE``),
+        torch when none is installed and on CUDA; or "torch", "onnxruntime", "openvino".
+
+    Raises ValueError (unknown model / backend / option), ``facesieve.weights.WeightsError``
+    (weights missing, unreadable, damaged or of another model) and
+    ``facesieve.MissingDependencyError`` (an ImportError: an explicitly requested backend
+    whose extra is not installed; the message names it, e.g. ``pip install "facesieve[onnx]"``).
     """
     try:
         module_name, attr = _FACTORIES[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
-    if "backend" in options:
-        from facesieve.backends import resolve_backend
+    from facesieve.backends import resolve_backend
 
-        options["backend"] = resolve_backend(options["backend"], name, device)
+    options["backend"] = resolve_backend(options.get("backend", "auto"), name, device)
     factory = getattr(importlib.import_module(module_name), attr)
     return factory(name, weights=weights, device=device, **options)
