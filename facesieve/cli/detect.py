@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from facesieve.cli._args import positive_int, unit_float
+from facesieve.cli._args import add_backend_args, add_quiet_args, positive_int, show_progress as _progress_wanted, unit_float
 
 MAX_BATCH_PIXELS = 32_000_000
 """Cap on a batch's padded size (n * max_h * max_w, pixels); a larger image runs alone."""
@@ -47,11 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, choices=available_models(), help="default: %(default)s")
     p.add_argument("--weights", default=None, metavar="PATH|URL", help="checkpoint overriding the model's default weights")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: %(default)s)")
-    p.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime", "openvino"],
-                   help="inference backend; auto: the model's fastest on CPU "
-                   "(default: %(default)s; see docs/performance.md)")
-    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="onnxruntime/openvino threads per call (default: all available cores)")
+    add_backend_args(p)
     p.add_argument("--out", default="facesieve_out", type=Path, metavar="DIR", help="output directory (default: %(default)s)")
     p.add_argument("--score-threshold", type=unit_float, default=None, metavar="S",
                    help="keep faces scoring >= S (default: the model's)")
@@ -61,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per forward pass (default: the model's)")
     p.add_argument("--jsonl", action="store_true", help="write one detections.jsonl instead of a JSON per image")
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary; failures still go to stderr")
+    add_quiet_args(p)
     p.set_defaults(func=run)
 
 
@@ -181,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"facesieve detect: error: cannot create output directory {out_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
 
-    show_progress = not args.quiet and sys.stderr.isatty()
+    show_progress = _progress_wanted(args) and sys.stderr.isatty()
     if show_progress:
         print(f"loading {args.model} on {args.device} ...", file=sys.stderr, flush=True)
     t_load = time.perf_counter()
@@ -269,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
     summary.images = [per_image[i] for i in sorted(per_image)]
     summary.failed += [{"image": str(paths[i]), "error": failed_at[i]} for i in sorted(failed_at)]
     summary.seconds = time.perf_counter() - t0
-    _print_summary(summary, out_dir, args.jsonl, args.quiet)
+    with contextlib.suppress(BrokenPipeError):  # `| head`: still write summary.json below
+        _print_summary(summary, out_dir, args.jsonl, args.quiet)
     try:
         atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
     except OSError as e:

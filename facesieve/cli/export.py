@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from facesieve.weights.cache import WeightsError
 
     try:
-        det = facesieve.load(args.model, weights=args.weights)
+        det = facesieve.load(args.model, weights=args.weights, backend="torch")  # exports the torch module
         written = (_export_mtcnn if args.model == "mtcnn" else _export_retinaface)(args, det)
     except (ValueError, OSError, WeightsError) as e:
         print(f"facesieve export: {e}", file=sys.stderr)
