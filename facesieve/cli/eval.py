@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_widerface(args: argparse.Namespace) -> int:
+    from facesieve.optional import require_extra
+
+    require_extra("eval", "facesieve eval")  # .mat ground truth (scipy), PR curves (matplotlib)
     from facesieve.data.widerface import WiderFaceDataError, locate_data_dir
     from facesieve.evaluation.widerface import evaluate_detector, evaluate_predictions, format_aps, save_report
 

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from facesieve.optional import require_extra
+
+    require_extra("train", "facesieve label")  # face matching (scipy)
     from facesieve.api import load
     from facesieve.data.autolabel import annotate_dataset
     from facesieve.data.labels import load_box_dataset, write_jsonl, write_label_txt
