@@ -42,11 +42,12 @@ def unit_float(text: str) -> float:
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
 
 
-def add_backend_args(p: argparse.ArgumentParser | argparse._ArgumentGroup, threads: bool = True) -> None:
+def add_backend_args(p: argparse.ArgumentParser | argparse._ArgumentGroup, threads: bool = True,
+                     auto: str = "the model's fastest installed one") -> None:
     """--backend (default auto) and --threads, the same in every command that runs a detector."""
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
-                   help="inference backend; auto: the model's fastest installed one, all give the same "
-                   "faces (default: %(default)s; see docs/performance.md)")
+                   help=f"inference backend; auto: {auto}, torch when no engine is installed; all give the "
+                   "same faces (default: %(default)s; see docs/performance.md)")
     if threads:
         p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                        help="onnxruntime/openvino threads per call (default: all available cores)")

@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-face-size", type=positive_float, default=None, metavar="PX",
                    help="MTCNN smallest face in detector-input pixels (default: MTCNN's 20)")
     g.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    add_backend_args(g, threads=False)
+    add_backend_args(g, threads=False, auto="OpenVINO for both detectors on the CPU")
     g.add_argument("--batch-size", type=positive_int, default=8, metavar="B",
                    help="frames per detector call (default: %(default)s)")
     g.add_argument("--fast-decode", action="store_true",
