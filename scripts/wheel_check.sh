@@ -20,6 +20,7 @@ step() { echo "wheel-check: $*"; }
 fail() { echo "wheel-check: FAILED: $*" >&2; exit 1; }
 
 step "building sdist and wheel"
+mkdir -p "$ROOT/build"
 rm -rf "$DIST"
 "$PYTHON" -m build --outdir "$DIST" . >"$ROOT/build/wheel-build.log" 2>&1 || { tail -30 "$ROOT/build/wheel-build.log"; fail "python -m build"; }
 WHEEL=$(ls "$DIST"/facesieve-*.whl)
