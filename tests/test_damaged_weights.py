@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import facesieve
-from facesieve.weights import WeightsError
 from facesieve.weights.checks import NonFiniteWeightsError
 
 BIUBUG6_SHA256 = "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220"  # ../shared/weights/README.md
