@@ -107,6 +107,7 @@ def test_auto_prefers_the_next_installed_engine(monkeypatch):
     (["video", "IMG", "--out", "v"], 'facesieve video: error: facesieve video needs: pip install "facesieve[video]"'),
     (["eval", "widerface", "DATA", "--model", "mtcnn"], 'facesieve eval: error: facesieve eval needs: pip install "facesieve[eval]"'),
     (["label", "--data", "DATA", "--out", "l.txt"], 'facesieve label: error: facesieve label needs: pip install "facesieve[train]"'),
+    (["export", "mtcnn", "--out", "m.onnx"], 'facesieve export: error: facesieve export needs: pip install "facesieve[onnx]"'),
     (["train", "mtcnn", "--stage", "pnet", "--data", "DATA", "--out", "r"],
      'facesieve train: error: facesieve train needs: pip install "facesieve[train]"'),
 ])

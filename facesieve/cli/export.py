@@ -107,6 +107,9 @@ def _export_mtcnn(args: argparse.Namespace, det) -> list[tuple[Path, float | Non
 
 
 def run(args: argparse.Namespace) -> int:
+    from facesieve.optional import require_extra
+
+    require_extra("onnx", "facesieve export")  # onnx writes the graph, onnxruntime checks it
     import facesieve
     from facesieve.weights.cache import WeightsError
 
