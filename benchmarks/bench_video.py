@@ -41,8 +41,9 @@ DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 def _load(name: str, backend: str, threads: int, **options):
     import facesieve
 
+    options["backend"] = backend  # explicit: load()'s default is "auto"
     if backend != "torch":
-        options.update(backend=backend, threads=threads)
+        options["threads"] = threads
     return facesieve.load(name, **options)
 
 

@@ -7,9 +7,11 @@
 from facesieve.api import DEFAULT_MODEL, available_models, load
 from facesieve.detectors.base import Detector
 from facesieve.io.images import ImageError, ImageTypeError, load_image
+from facesieve.optional import MissingDependencyError
 from facesieve.types import LANDMARK_NAMES, Face, FaceArrays, faces_to_arrays
 
 __version__ = "0.1.0"
+"""The one place the version is defined (pyproject.toml reads it: dynamic version)."""
 
 _VIDEO_NAMES = ("extract_video", "VideoConfig", "VideoFaceExtractor", "VideoResult", "RunSummary")
 
@@ -30,6 +32,7 @@ __all__ = [
     "ImageError",
     "ImageTypeError",
     "LANDMARK_NAMES",
+    "MissingDependencyError",
     "available_models",
     "faces_to_arrays",
     "load",

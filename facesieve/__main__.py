@@ -1,3 +1,4 @@
+"""``python -m facesieve ...``: the ``facesieve`` command line."""
 import sys
 
 from facesieve.cli import main

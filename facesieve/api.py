@@ -23,12 +23,15 @@ def available_models() -> list[str]:
 def load(name: str = DEFAULT_MODEL, weights: str | None = None, device: str = "cpu", **options) -> Detector:
     """Build a detector.
 
-    name: model name (see ``available_models()``); picks architecture and default weights.
-    weights: optional checkpoint path or http(s) URL overriding the default weights.
+    name: model name (see ``available_models()``); picks architecture and default weights
+        (shipped with facesieve: no download, no network).
+    weights: optional checkpoint path, registered weights name or http(s) URL overriding the
+        default weights.
     device: torch device ("cpu", "cuda", "cuda:1").
     options: model-specific settings (e.g. score_threshold, nms_threshold, backend). backend:
-        "torch" (default), "onnxruntime", "openvino", or "auto": the model's fastest backend
-        on CPU (RetinaFace: onnxruntime, MTCNN: openvino), torch on CUDA.
+        "auto" (default): the model's fastest installed CPU backend, all giving the same faces
+        (RetinaFace: onnxruntime, then openvino; MTCNN: openvino; ``facesieve.backends.CPU_PREFERENCE``),
+        torch when none is installed and on CUDA; or "torch", "onnxruntime", "openvino".
         Every model also takes channel_order ("rgb" default, or "bgr" for OpenCV arrays: the
         colour order of array / tensor inputs; files and PIL images are always decoded in
         true colour) and clip_boxes (False default: boxes and landmarks as the reference
@@ -40,8 +43,11 @@ def load(name: str = DEFAULT_MODEL, weights: str | None = None, device: str = "c
     [0, 1] or (H, W, 3) uint8, any device); they return ``Face`` objects with xyxy boxes
     and (x, y) landmarks in original-image pixels, and raise ImageError (a ValueError)
     naming the input for anything that is not a usable image (see ``Detector.detect``).
-    Raises ValueError for an unknown model name or channel_order; weights errors name the
-    weights file.
+
+    Raises ValueError (unknown model / backend / option / channel_order), ``facesieve.weights.WeightsError``
+    (weights missing, unreadable, damaged or of another model) and
+    ``facesieve.MissingDependencyError`` (an ImportError: an explicitly requested backend
+    whose extra is not installed; the message names it, e.g. ``pip install "facesieve[onnx]"``).
     """
     from facesieve.io.images import check_channel_order
 
@@ -51,10 +57,9 @@ def load(name: str = DEFAULT_MODEL, weights: str | None = None, device: str = "c
         module_name, attr = _FACTORIES[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
-    if "backend" in options:
-        from facesieve.backends import resolve_backend
+    from facesieve.backends import resolve_backend
 
-        options["backend"] = resolve_backend(options["backend"], name, device)
+    options["backend"] = resolve_backend(options.get("backend", "auto"), name, device)
     factory = getattr(importlib.import_module(module_name), attr)
     detector = factory(name, weights=weights, device=device, **options)
     detector.channel_order, detector.clip_boxes = channel_order, clip_boxes

@@ -83,7 +83,7 @@ def test_package_weights_are_the_pinned_files():
     import hashlib
 
     h = hashlib.sha256(b"".join(paths[n].read_bytes() for n in ("pnet", "rnet", "onet")))
-    assert entry.sha256 == h.hexdigest() and entry.license == "MIT"
+    assert entry.origin_sha256 == h.hexdigest() and entry.license == "MIT"
     assert entry.preprocessing.channel_order == "RGB" and entry.preprocessing.mean == (127.5,) * 3
 
 

@@ -26,7 +26,7 @@ DEV_IMAGES = [  # heights 798, 768, 1388, 699; all 1024 wide
 def det(tmp_path_factory) -> RetinaFaceDetector:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FACESIEVE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return facesieve.load("retinaface-mnet025")
+        return facesieve.load("retinaface-mnet025", backend="torch")  # the torch detector's batching
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _assert_same_faces(a, b, box_tol=1e-3):
 
 
 def test_padded_batch_equals_one_by_one(det, dev_images, monkeypatch):
-    det_all = facesieve.load("retinaface-mnet025", max_pad_ratio=10.0)  # never split the batch
+    det_all = facesieve.load("retinaface-mnet025", backend="torch", max_pad_ratio=10.0)  # never split the batch
     shapes = []
     forward = det_all.forward
     monkeypatch.setattr(det_all, "forward", lambda b, s: shapes.append(b.shape) or forward(b, s))

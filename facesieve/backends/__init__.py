@@ -25,22 +25,49 @@ FASTEST_CPU_BACKEND = {"retinaface-mnet025": "onnxruntime", "retinaface-r50": "o
 detectors: beside its decoding threads, ONNX Runtime's spinning threads cost more than they
 save, measured +7% CPU per clip.)"""
 
+CPU_PREFERENCE = {
+    "retinaface-mnet025": ("onnxruntime", "openvino", "torch"),
+    "retinaface-r50": ("onnxruntime", "openvino", "torch"),
+    "mtcnn": ("openvino", "torch"),
+}
+"""Per model, the CPU backends from fastest to slowest (docs/performance.md; every backend
+gives the same faces): "auto" takes the first one installed. MTCNN on onnxruntime is slower
+than on torch, so auto never picks it."""
+
+
+def backend_installed(name: str) -> bool:
+    """Whether ``name``'s packages are installed (torch always is; graph backends also need onnx)."""
+    from facesieve.optional import BACKEND_EXTRAS, missing_modules
+
+    return name not in BACKEND_EXTRAS or not missing_modules(BACKEND_EXTRAS[name])
+
+
+def require_backend(name: str) -> str:
+    """``name`` if it is a known backend whose packages are installed.
+
+    Raises ValueError for an unknown name, ``facesieve.MissingDependencyError`` (an ImportError)
+    naming the extra to install otherwise, e.g. ``backend="openvino" needs: pip install
+    "facesieve[openvino]"``.
+    """
+    from facesieve.optional import BACKEND_EXTRAS, require_extra
+
+    check_backend(name)
+    if name in BACKEND_EXTRAS:
+        require_extra(BACKEND_EXTRAS[name], f'backend="{name}"')
+    return name
+
 
 def resolve_backend(backend: str, model: str, device: str = "cpu", cpu_choice: str | None = None) -> str:
-    """``backend``, or for "auto": torch off the CPU (CUDA), else the model's fastest CPU
-    backend (``FASTEST_CPU_BACKEND``, or ``cpu_choice`` when given) when its package is
-    installed, else torch."""
+    """The backend to run: ``backend`` itself (checked: ``require_backend``), or for "auto":
+    torch off the CPU (CUDA), else the model's fastest installed CPU backend
+    (``cpu_choice`` first when given, then ``CPU_PREFERENCE[model]``), torch when no graph
+    backend is installed. Auto never raises for a missing package."""
     if backend != "auto":
-        return check_backend(backend)
+        return require_backend(backend)
     if str(device) != "cpu":
         return "torch"
-    fastest = cpu_choice or FASTEST_CPU_BACKEND.get(model, "torch")
-    if fastest != "torch":
-        import importlib.util
-
-        if importlib.util.find_spec(fastest) is None:
-            return "torch"
-    return fastest
+    order = ((cpu_choice,) if cpu_choice else ()) + CPU_PREFERENCE.get(model, ("torch",))
+    return next(b for b in (*order, "torch") if backend_installed(b))
 
 
 def check_backend(name: str) -> str:
@@ -76,6 +103,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "BACKENDS", "FASTEST_CPU_BACKEND", "check_backend", "resolve_backend", "available_cores",
+    "BACKENDS", "CPU_PREFERENCE", "FASTEST_CPU_BACKEND", "backend_installed", "check_backend", "require_backend",
+    "resolve_backend", "available_cores",
     "TorchRunner", "OrtRunner", "OrtOptions", "OvRunner", "OvOptions",
 ]

@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-from facesieve.backends import check_backend
+from facesieve.backends import require_backend
 from facesieve.nets.mtcnn import MTCNNNets
 
 STAGES = ("pnet", "rnet", "onet")
@@ -56,7 +56,7 @@ def mtcnn_runner(
         them runs in parallel too.)
         ``backend_options`` (``OrtOptions`` / ``OvOptions``) overrides every session setting.
     """
-    check_backend(backend)
+    require_backend(backend)  # unknown: ValueError; packages missing: MissingDependencyError
     if backend == "torch":
         if half:
             from facesieve.backends.torch_runner import TorchRunner

@@ -57,7 +57,9 @@ class OvRunner:
     backend = "openvino"
 
     def __init__(self, model: str | os.PathLike, options: OvOptions | None = None) -> None:
-        import openvino as ov
+        from facesieve.optional import require
+
+        ov = require("openvino", 'backend="openvino"', "openvino")
 
         self.options = options or OvOptions()
         self.model_path = Path(model)
@@ -96,8 +98,6 @@ class OvRunner:
 
 
 def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from facesieve.optional import installed
+
+    return installed("openvino")

@@ -45,7 +45,9 @@ class OrtOptions:
 
     def session_options(self):
         """An ``onnxruntime.SessionOptions`` with these settings."""
-        import onnxruntime as ort
+        from facesieve.optional import require
+
+        ort = require("onnxruntime", 'backend="onnxruntime"', "onnx")
 
         so = ort.SessionOptions()
         so.graph_optimization_level = {
@@ -79,7 +81,9 @@ class OrtRunner:
     backend = "onnxruntime"
 
     def __init__(self, model: str | os.PathLike | bytes, options: OrtOptions | None = None) -> None:
-        import onnxruntime as ort
+        from facesieve.optional import require
+
+        ort = require("onnxruntime", 'backend="onnxruntime"', "onnx")
 
         self.options = options or OrtOptions()
         source = model if isinstance(model, bytes) else str(Path(model))

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from facesieve.backends import check_backend
+from facesieve.backends import require_backend
 from facesieve.ops.anchors import AnchorGenerator
 
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -85,7 +85,7 @@ def retinaface_runner(
     onnxruntime / openvino: CPU float32 on the cached exported graph (``threads`` per call,
     default all available cores; ``backend_options`` = ``OrtOptions`` / ``OvOptions``).
     """
-    check_backend(backend)
+    require_backend(backend)  # unknown: ValueError; packages missing: MissingDependencyError
     if backend == "torch":
         if not half:
             return None

@@ -32,3 +32,36 @@ def unit_float(text: str) -> float:
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
     return v
+
+
+# ---------------------------------------------------------------------- shared options
+# One spelling per meaning in every command: --backend (default auto), --threads, --device,
+# --quiet/-q (no progress bar, no summary), --no-progress (no progress bar). Progress bars are
+# drawn only when stderr is a terminal.
+
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
+
+
+def add_backend_args(p: argparse.ArgumentParser | argparse._ArgumentGroup, threads: bool = True,
+                     auto: str = "the model's fastest installed one") -> None:
+    """--backend (default auto) and --threads, the same in every command that runs a detector."""
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                   help=f"inference backend; auto: {auto}, torch when no engine is installed; all give the "
+                   "same faces (default: %(default)s; see docs/performance.md)")
+    if threads:
+        p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                       help="onnxruntime/openvino threads per call (default: all available cores)")
+
+
+def add_quiet_args(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "summary") -> None:
+    """--quiet/-q (no progress bar, no {what}) and --no-progress (no progress bar only)."""
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help=f"no progress bar or {what}; errors still go to stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (bars are drawn only when stderr is a terminal)")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether a command may draw progress bars: not --quiet / --no-progress. (tqdm then still
+    draws only on a terminal: pass ``disable=None if show_progress(args) else True``.)"""
+    return not (getattr(args, "quiet", False) or getattr(args, "no_progress", False))

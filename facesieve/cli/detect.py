@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from facesieve.cli._args import positive_int, unit_float
+from facesieve.cli._args import add_backend_args, add_quiet_args, positive_int, show_progress as _progress_wanted, unit_float
 
 MAX_BATCH_PIXELS = 32_000_000
 """Cap on a batch's padded size (n * max_h * max_w, pixels); a larger image runs alone."""
@@ -59,11 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, choices=available_models(), help="default: %(default)s")
     p.add_argument("--weights", default=None, metavar="PATH|URL", help="checkpoint overriding the model's default weights")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: %(default)s)")
-    p.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime", "openvino"],
-                   help="inference backend; auto: the model's fastest on CPU "
-                   "(default: %(default)s; see docs/performance.md)")
-    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="onnxruntime/openvino threads per call (default: all available cores)")
+    add_backend_args(p)
     p.add_argument("--out", default="facesieve_out", type=Path, metavar="DIR", help="output directory (default: %(default)s)")
     p.add_argument("--score-threshold", type=unit_float, default=None, metavar="S",
                    help="keep faces scoring >= S (default: the model's)")
@@ -78,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-boxes", action="store_true",
                    help="clamp boxes and landmarks to the image (default: as the model gives them, "
                    "possibly reaching outside the image)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary; failures still go to stderr")
+    add_quiet_args(p)
     p.set_defaults(func=run)
 
 
@@ -269,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
 
-    show_progress = not args.quiet and sys.stderr.isatty()
+    show_progress = _progress_wanted(args) and sys.stderr.isatty()
     if show_progress:
         print(f"loading {args.model} on {args.device} ...", file=sys.stderr, flush=True)
     t_load = time.perf_counter()
@@ -374,7 +370,8 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             summary.failed.append({"image": str(out_dir / "coco.json"), "error": f"cannot write output: {_describe(e)}"})
     summary.complete = True
-    _print_summary(summary, out_dir, args.jsonl, args.quiet)
+    with contextlib.suppress(BrokenPipeError):  # `| head`: still write summary.json below
+        _print_summary(summary, out_dir, args.jsonl, args.quiet)
     problem = _write_summary(out_dir, summary)
     if problem:
         print(f"facesieve detect: error: cannot write {display_path(out_dir / 'summary.json')}: {problem}",

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from facesieve.cli._args import add_backend_args, add_quiet_args, show_progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate detectors on benchmarks (WIDER FACE)")
@@ -22,10 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--predictions", metavar="PRED_DIR", help="evaluate an existing prediction folder instead")
     w.add_argument("--weights", help="checkpoint path or URL overriding the model's default weights")
     w.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    w.add_argument("--backend", default="torch", choices=("auto", "torch", "onnxruntime", "openvino"),
-                   help="inference backend; auto: the model's fastest on CPU "
-                   "(default: torch; see docs/performance.md)")
-    w.add_argument("--threads", type=int, help="onnxruntime/openvino threads per call (default: all cores)")
+    add_backend_args(w)
     w.add_argument("--out", metavar="PRED_DIR", help="output folder (default: widerface_<model>, or the --predictions folder)")
     w.add_argument("--score-threshold", type=float, default=0.02, help="detector score threshold (default: 0.02)")
     w.add_argument("--nms-threshold", type=float, default=0.4, help="detector NMS IoU threshold (default: 0.4)")
@@ -35,12 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ground truth: official .mat files (auto when present) or the bbx_gt text file (approximate settings)")
     w.add_argument("--only-predicted", action="store_true",
                    help="with --predictions: evaluate only the images that have a prediction file")
-    w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_args(w, what="file list (the AP line is always printed)")
     w.set_defaults(func=run_widerface)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def run_widerface(args: argparse.Namespace) -> int:
+    from facesieve.optional import require_extra
+
+    require_extra("eval", "facesieve eval")  # .mat ground truth (scipy), PR curves (matplotlib)
     from facesieve.data.widerface import WiderFaceDataError, locate_data_dir
     from facesieve.evaluation.widerface import evaluate_detector, evaluate_predictions, format_aps, save_report
 
@@ -76,7 +78,7 @@ def run_widerface(args: argparse.Namespace) -> int:
                 score_threshold=args.score_threshold,
                 nms_threshold=args.nms_threshold,
                 batch_size=args.batch_size,
-                progress=not args.no_progress,
+                progress=show_progress(args),
                 gt_source=args.gt,
             )
     except (WiderFaceDataError, FileNotFoundError, ValueError) as e:
@@ -86,5 +88,6 @@ def run_widerface(args: argparse.Namespace) -> int:
     print(f"WIDER FACE AP ({info['num_images']} images, gt: {info['gt_source']}): {format_aps(result)}")
     if info["gt_source"] == "text":
         print("note: easy/medium/hard from the text GT are approximate, not the official .mat settings", file=sys.stderr)
-    print(f"wrote {out / 'ap.json'} and {out / 'pr_curves.png'}")
+    if not args.quiet:
+        print(f"wrote {out / 'ap.json'} and {out / 'pr_curves.png'}")
     return 0

@@ -107,11 +107,14 @@ def _export_mtcnn(args: argparse.Namespace, det) -> list[tuple[Path, float | Non
 
 
 def run(args: argparse.Namespace) -> int:
+    from facesieve.optional import require_extra
+
+    require_extra("onnx", "facesieve export")  # onnx writes the graph, onnxruntime checks it
     import facesieve
     from facesieve.weights.cache import WeightsError
 
     try:
-        det = facesieve.load(args.model, weights=args.weights)
+        det = facesieve.load(args.model, weights=args.weights, backend="torch")  # exports the torch module
         written = (_export_mtcnn if args.model == "mtcnn" else _export_retinaface)(args, det)
     except (ValueError, OSError, WeightsError) as e:
         print(f"facesieve export: {e}", file=sys.stderr)

@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from facesieve.cli._args import add_backend_args, add_quiet_args, show_progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="annotate a box dataset with landmarks from a detector")
@@ -25,17 +27,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output label.txt (or .jsonl)")
     p.add_argument("--model", default="retinaface-mnet025", help="detector (default: retinaface-mnet025)")
     p.add_argument("--weights", help="checkpoint path overriding the model's default weights")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    add_backend_args(p)
     p.add_argument("--iou", type=float, default=0.5, help="min IoU between a face and its detection (default: 0.5)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="detector score threshold (default: 0.3)")
     p.add_argument("--keep-invalid", action="store_true", help="keep faces WIDER flags invalid")
     p.add_argument("--no-link-images", action="store_true",
                    help="do not create an images/ link beside the output pointing to the image root")
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_args(p, what="link note")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from facesieve.optional import require_extra
+
+    require_extra("train", "facesieve label")  # face matching (scipy)
     from facesieve.api import load
     from facesieve.data.autolabel import annotate_dataset
     from facesieve.data.labels import load_box_dataset, write_jsonl, write_label_txt
@@ -44,15 +50,16 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         data = load_box_dataset(args.data, args.images, keep_invalid=args.keep_invalid)
-        detector = load(args.model, weights=args.weights, device=args.device)
+        detector = load(args.model, weights=args.weights, device=args.device, backend=args.backend,
+                        threads=args.threads)
     except (FileNotFoundError, ValueError, OSError, WeightsError) as e:
         print(show(f"error: {e}"), file=sys.stderr)
         return 2
     progress = (lambda x: x)
-    if not args.no_progress:
+    if show_progress(args):
         from tqdm import tqdm
 
-        progress = lambda x: tqdm(x, desc="label", unit="img", file=sys.stderr)  # noqa: E731
+        progress = lambda x: tqdm(x, desc="label", unit="img", file=sys.stderr, disable=None)  # noqa: E731 (TTY only)
     unreadable: list[str] = []
     items, stats = annotate_dataset(
         data, detector, args.iou, args.score_threshold, progress=progress, on_error=unreadable.append,
@@ -74,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
             and data.root.resolve() != link.resolve():
         try:
             os.symlink(data.root.resolve(), link, target_is_directory=True)
-            print(show(f"linked {link} -> {data.root.resolve()}"), file=sys.stderr)
+            if not args.quiet:
+                print(show(f"linked {link} -> {data.root.resolve()}"), file=sys.stderr)
         except OSError as e:
             print(show(f"note: could not link {link} ({e}); train with --images {data.root}"), file=sys.stderr)
     for msg in unreadable:

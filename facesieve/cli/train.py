@@ -102,6 +102,9 @@ def _config_from_args(cls: type, args: argparse.Namespace, **extra: object):  # 
 
 
 def run_retinaface(args: argparse.Namespace) -> int:
+    from facesieve.optional import require_extra
+
+    require_extra("train", "facesieve train")  # fail now, not after training (plots, evaluation)
     from facesieve.training.retinaface import RetinaFaceTrainConfig, train_retinaface
     from facesieve.weights.cache import WeightsError
 
@@ -118,6 +121,9 @@ def run_retinaface(args: argparse.Namespace) -> int:
 
 
 def run_mtcnn(args: argparse.Namespace) -> int:
+    from facesieve.optional import require_extra
+
+    require_extra("train", "facesieve train")  # fail now, not after training (plots, evaluation)
     from facesieve.training.mtcnn import MTCNNTrainConfig, train_mtcnn
     from facesieve.weights.cache import WeightsError
 

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from facesieve.cli._args import positive_float, positive_int, unit_float
+from facesieve.cli._args import add_backend_args, add_quiet_args, positive_float, positive_int, show_progress, unit_float
 
 
 def _side(text: str) -> int | None:
@@ -72,8 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-face-size", type=positive_float, default=None, metavar="PX",
                    help="MTCNN smallest face in detector-input pixels (default: MTCNN's 20)")
     g.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    g.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
-                   help="detector runtime; auto: OpenVINO on the CPU, torch on CUDA (default: %(default)s)")
+    add_backend_args(g, threads=False, auto="OpenVINO for both detectors on the CPU")
     g.add_argument("--batch-size", type=positive_int, default=8, metavar="B",
                    help="frames per detector call (default: %(default)s)")
     g.add_argument("--fast-decode", action="store_true",
@@ -90,11 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("outputs")
     g.add_argument("--parquet", action="store_true", help="also write manifest.parquet (needs pyarrow)")
     g.add_argument("--overwrite", action="store_true", help="redo videos that are already complete")
-    g.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
+    add_quiet_args(g)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from facesieve.optional import require_extra
+
+    require_extra("video", "facesieve video")  # MissingDependencyError: one line from main(), exit 2
     from facesieve.video.job import VideoConfig, VideoFaceExtractor, expand_video_inputs
 
     config = VideoConfig(
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:
         print(f"facesieve video: cannot load the detectors: {e}", file=sys.stderr)
         return 2
-    summary = extractor.run([str(p) for p in paths], args.out, overwrite=args.overwrite, progress=not args.quiet)
+    summary = extractor.run([str(p) for p in paths], args.out, overwrite=args.overwrite, progress=show_progress(args))
     from facesieve.io.paths import display_path as show
 
     for v in summary.videos:

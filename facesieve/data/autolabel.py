@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from facesieve.data.labels import BoxDataset, ImageLabels
 from facesieve.io.images import ImageError, load_image
@@ -30,7 +29,9 @@ def match_boxes(gt: np.ndarray, det: np.ndarray, iou_threshold: float = 0.5) -> 
     if len(gt) == 0 or len(det) == 0:
         return out
     iou = box_iou(np.asarray(gt, np.float64), np.asarray(det, np.float64))
-    rows, cols = linear_sum_assignment(-iou)
+    from facesieve.optional import require
+
+    rows, cols = require("scipy.optimize", "facesieve label (auto-labelling)", "train").linear_sum_assignment(-iou)
     good = iou[rows, cols] >= iou_threshold
     out[rows[good]] = cols[good]
     return out

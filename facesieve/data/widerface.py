@@ -177,7 +177,9 @@ class MatImageGT:
 @functools.lru_cache(maxsize=8)
 def _loadmat_cached(path: str, mtime_ns: int, size: int) -> dict:
     """scipy.io.loadmat, memoised on (path, mtime, size); callers must not modify the arrays."""
-    from scipy.io import loadmat
+    from facesieve.optional import require
+
+    loadmat = require("scipy.io", "reading the WIDER FACE .mat ground truth", "eval").loadmat
 
     return loadmat(path)
 

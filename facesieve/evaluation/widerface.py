@@ -342,7 +342,8 @@ def evaluate_detector(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(paths), desc=f"widerface {getattr(detector, 'name', '')}".strip(), unit="img", file=sys.stderr)
+        bar = tqdm(total=len(paths), desc=f"widerface {getattr(detector, 'name', '')}".strip(), unit="img", file=sys.stderr,
+                   disable=None)  # only on a terminal
     for start in range(0, len(paths), chunk):
         faces = detector.detect_batch(
             paths[start : start + chunk], batch_size=bs, score_threshold=score_threshold, nms_threshold=nms_threshold
@@ -388,6 +389,9 @@ def plot_pr_curves(result: Mapping[str, Any], path: str | os.PathLike, title: st
     """Save the precision-recall curves of every setting to a PNG (matplotlib Agg, atomic)."""
     import io
 
+    from facesieve.optional import require
+
+    require("matplotlib", "plotting precision-recall curves", "eval")
     from matplotlib.figure import Figure  # no pyplot: renders with Agg, leaves the user's backend alone
 
     fig = Figure(figsize=(6, 5), dpi=100)

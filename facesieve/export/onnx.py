@@ -47,9 +47,12 @@ def export_onnx(
     """Export ``module`` (eval mode, CPU, float32) and return the checked ONNX model bytes.
 
     example_inputs: one float32 tensor per graph input (their sizes only seed the trace;
-    axes named in dynamic_axes stay symbolic).
+    axes named in dynamic_axes stay symbolic). Needs onnx (the ``[onnx]`` / ``[openvino]``
+    extras; MissingDependencyError otherwise).
     """
-    import onnx
+    from facesieve.optional import require
+
+    onnx = require("onnx", "exporting to ONNX (backends onnxruntime / openvino, facesieve export)", "onnx")
 
     module = module.eval()
     buf = io.BytesIO()

@@ -24,6 +24,9 @@ def quantize_retinaface(
     detector: the ``RetinaFaceDetector`` whose preprocessing feeds the calibration;
     calibration_images: RGB uint8 (H, W, 3) arrays (a handful suffice).
     """
+    from facesieve.optional import require
+
+    require("onnxruntime", "int8 quantization", "onnx")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

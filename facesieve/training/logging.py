@@ -141,8 +141,9 @@ def plot_curves(
     keys = [k for k in keys if rows and k in rows[0]]
     if not rows or not keys:
         return False
-    import matplotlib
+    from facesieve.optional import require
 
+    matplotlib = require("matplotlib", "training plots", "train")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

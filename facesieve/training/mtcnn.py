@@ -420,7 +420,7 @@ def _progress(desc: str) -> Callable[[Any], Any]:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         return lambda x: x
-    return lambda x: tqdm(x, desc=desc, unit="img", file=sys.stderr, mininterval=10)
+    return lambda x: tqdm(x, desc=desc, unit="img", file=sys.stderr, mininterval=10, disable=None)  # TTY only
 
 
 def train_mtcnn(cfg: MTCNNTrainConfig) -> TrainState:

@@ -124,7 +124,7 @@ class VideoConfig:
         if self.backend not in ("auto", "torch", "onnxruntime", "openvino"):
             raise ValueError(f"backend must be 'auto', 'torch', 'onnxruntime' or 'openvino', got {self.backend!r}")
         if self.parquet and not mf.parquet_available():
-            raise ValueError("parquet=True needs pyarrow: pip install 'facesieve[parquet]'")
+            raise ValueError('parquet=True (--parquet) needs: pip install "facesieve[parquet]"')
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that change a video's outputs (stored in its completion marker)."""
@@ -465,8 +465,9 @@ class VideoFaceExtractor:
 
         from tqdm import tqdm
 
-        vbar = tqdm(total=len(jobs), desc="videos", unit="video", disable=not progress, position=0)
-        fbar = tqdm(total=0, desc="frames", unit="frame", disable=not progress, position=1, leave=False)
+        # disable=None: bars only when stderr is a terminal (never into a log file)
+        vbar = tqdm(total=len(jobs), desc="videos", unit="video", disable=None if progress else True, position=0)
+        fbar = tqdm(total=0, desc="frames", unit="frame", disable=None if progress else True, position=1, leave=False)
 
         last_write = [0.0]
 

