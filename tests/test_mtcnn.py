@@ -28,7 +28,7 @@ from facesieve.detectors.mtcnn import (
     split_rows,
 )
 from facesieve.nets.mtcnn import MTCNNNets, face_probability
-from facesieve.ops import batched_nms, box_iou, nms
+from facesieve.ops import batched_nms, nms
 from facesieve.weights.cache import sha256_file
 from facesieve.weights.mtcnn import LZ4_SHA256, load_into, load_mtcnn_state_dict, mtcnn_package_weights
 

@@ -17,7 +17,7 @@ from facesieve.training.mtcnn import (
     to_input,
     train_mtcnn,
 )
-from tests.test_training_retinaface import make_toy_dataset
+from test_training_retinaface import make_toy_dataset  # tests/ is on sys.path (rootdir conftest)
 
 
 def test_input_normalisation_and_landmark_order():
