@@ -417,12 +417,14 @@ class RetinaFaceTrainer:
         if per_rank > len(data):
             per_rank = len(data)
             self.log(f"note: batch size reduced to the dataset size ({per_rank})")
-        self.sampler = None
+        inner = None
         if self.dist.distributed:
-            self.sampler = torch.utils.data.distributed.DistributedSampler(
+            inner = torch.utils.data.distributed.DistributedSampler(
                 self.train_set, self.dist.world_size, self.dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        self.per_rank = per_rank
+        self.sampler = EpochOrder(len(self.train_set), cfg.seed, inner)
         self.loader = torch.utils.data.DataLoader(
-            self.train_set, batch_size=per_rank, shuffle=self.sampler is None, sampler=self.sampler,
+            self.train_set, batch_size=per_rank, shuffle=False, sampler=self.sampler,
             num_workers=cfg.workers, collate_fn=collate, drop_last=True,
             pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
         )
@@ -533,8 +535,9 @@ class RetinaFaceTrainer:
             while st.iteration < self.total_iters and not st.stopped_by:
                 st.epoch = st.iteration // self.iters_per_epoch
                 self.train_set.set_epoch(st.epoch)
-                if self.sampler is not None:
-                    self.sampler.set_epoch(st.epoch)
+                self.sampler.set_epoch(st.epoch)
+                # a run resumed mid-epoch continues with the batches it had not done yet
+                self.sampler.skip = (st.iteration % self.iters_per_epoch) * self.per_rank
                 self.model.train()
                 if self.freeze_bn:
                     set_bn_eval(self.model)
@@ -608,6 +611,37 @@ class RetinaFaceTrainer:
             "world_size": self.dist.world_size, "weights": str(self.weights_path),
         }
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+class EpochOrder(torch.utils.data.Sampler):
+    """Sample order of one epoch that depends only on (seed, epoch), not on what ran before.
+
+    A run resumed from a checkpoint therefore sees the batches an uninterrupted run would:
+    ``set_epoch(e)`` picks the epoch, ``skip`` leaves out its first samples (the batches done
+    before a mid-epoch stop). inner: a DistributedSampler (its own per-epoch order) or None
+    (a permutation of range(n) seeded by [seed, epoch]).
+    """
+
+    def __init__(self, n: int, seed: int, inner: Any = None) -> None:
+        self.n, self.seed, self.inner = int(n), int(seed), inner
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if self.inner is not None:
+            self.inner.set_epoch(epoch)
+
+    def _order(self) -> list[int]:
+        if self.inner is not None:
+            return list(self.inner)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist()
+
+    def __iter__(self):
+        return iter(self._order()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, (len(self.inner) if self.inner is not None else self.n) - self.skip)
 
 
 def train_retinaface(cfg: RetinaFaceTrainConfig) -> TrainState:
