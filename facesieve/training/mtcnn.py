@@ -40,7 +40,7 @@ from facesieve.training.checkpoint import (
     set_rng_state,
     TrainState,
 )
-from facesieve.training.logging import MetricsLogger, plot_curves
+from facesieve.training.runlog import MetricsLogger, plot_curves
 from facesieve.training.losses import LANDMARK, NEGATIVE, PART, POSITIVE, MTCNNLossWeights, mtcnn_loss
 from facesieve.training.mtcnn_samples import (
     STAGE_SIZES,

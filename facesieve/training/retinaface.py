@@ -49,7 +49,7 @@ from facesieve.training.checkpoint import (
     TrainState,
     unwrap,
 )
-from facesieve.training.logging import MetricsLogger, plot_curves
+from facesieve.training.runlog import MetricsLogger, plot_curves
 from facesieve.training.losses import multibox_loss
 from facesieve.training.matcher import match_anchors
 
