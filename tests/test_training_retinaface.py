@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from facesieve.data.labels import ImageLabels, write_jsonl
+from facesieve.nets.batchnorm import conv_bn_pairs, shift_input_mean, unfold_state
 from facesieve.nets.retinaface import RetinaFace
 from facesieve.ops.anchors import AnchorGenerator
 from facesieve.ops.box_coder import BoxCoder
@@ -18,12 +19,9 @@ from facesieve.training.retinaface import (
     BGR_MEAN,
     RetinaFaceTrainConfig,
     TargetBuilder,
-    conv_bn_pairs,
     load_backbone,
     lr_at,
-    shift_input_mean,
     train_retinaface,
-    unfold_state,
 )
 
 
@@ -81,7 +79,7 @@ def _randomize_bn(net: torch.nn.Module) -> None:
 
 
 def test_unfold_state_is_exact_and_mean_shift_preserves_first_block():
-    from facesieve.nets.backbones import fold_batchnorm
+    from facesieve.nets.batchnorm import fold_batchnorm
 
     net = RetinaFace("mobilenet0.25")
     _randomize_bn(net)

@@ -35,6 +35,7 @@ from facesieve.data.labels import BoxDataset, load_box_dataset
 from facesieve.data.transforms import RetinaFaceAugment, Sample, to_chw_tensor_array
 from facesieve.io.atomic import atomic_write_text
 from facesieve.io.images import ImageError, load_image
+from facesieve.nets.batchnorm import set_bn_eval, shift_input_mean, unfold_state
 from facesieve.nets.retinaface import RetinaFace
 from facesieve.ops.anchors import AnchorGenerator
 from facesieve.ops.box_coder import BoxCoder
@@ -266,48 +267,6 @@ def load_backbone(net: RetinaFace, path: str | os.PathLike) -> list[str]:
     return skipped
 
 
-def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """(conv name, bn name) of each Conv2d directly followed by a BatchNorm2d sibling
-    (the pairs ``fold_batchnorm`` folds)."""
-    pairs = []
-    for pname, parent in model.named_modules():
-        children = list(parent.named_children())
-        for (cname, conv), (bname, bn) in zip(children, children[1:]):
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                prefix = f"{pname}." if pname else ""
-                pairs.append((prefix + cname, prefix + bname))
-    return pairs
-
-
-def unfold_state(model: nn.Module, folded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """State dict with BatchNorm entries equivalent (in eval mode) to a folded one.
-
-    For each folded conv (weight W, bias b) and output channel o with s_o = ||W_o||:
-    conv weight W_o / s_o, BN gamma 1, beta b_o, running mean 0 and running variance
-    ``1 / s_o**2 - eps`` (the BN divides by 1 / s_o), so ``BN(conv(x)) == folded_conv(x)``
-    exactly. This puts conv weights and gammas back at the O(1) scale of a BN-trained
-    network: kept folded (tiny first-layer weights, gamma = s_o), plain SGD steps of even
-    1e-4 destroy the first layers.
-    """
-    state = dict(folded)
-    modules = dict(model.named_modules())
-    for conv, bn in conv_bn_pairs(model):
-        bias = state.pop(f"{conv}.bias", None)
-        if bias is None:
-            continue
-        m: nn.BatchNorm2d = modules[bn]  # type: ignore[assignment]
-        w = state[f"{conv}.weight"]
-        norm = w.flatten(1).norm(dim=1)
-        scale = torch.where(norm > 0, norm, torch.ones_like(norm))
-        state[f"{conv}.weight"] = w / scale.view(-1, *([1] * (w.dim() - 1)))
-        state[f"{bn}.weight"] = torch.ones_like(bias)
-        state[f"{bn}.bias"] = bias.clone()
-        state[f"{bn}.running_mean"] = torch.zeros_like(bias)
-        state[f"{bn}.running_var"] = (1.0 / scale.double() ** 2 - m.eps).to(bias.dtype)
-        state[f"{bn}.num_batches_tracked"] = torch.tensor(0)
-    return state
-
-
 @dataclass
 class InitWeights:
     """Starting weights of a fine-tune: state dict (our names), whether its BatchNorms are
@@ -336,26 +295,6 @@ def detector_state(init: str, backbone: str) -> InitWeights:
     return InitWeights(state, folded, tuple(float(v) for v in pp.mean))  # type: ignore[arg-type]
 
 
-def shift_input_mean(model: nn.Module, state: dict[str, torch.Tensor], from_mean: Sequence[float],
-                     to_mean: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Adapt a state dict trained on ``pixel - from_mean`` to inputs ``pixel - to_mean``.
-
-    The first conv then sees its input shifted by ``to_mean - from_mean`` per channel; its
-    BatchNorm's running mean absorbs the constant ``sum(W * shift)`` so outputs are
-    unchanged (exactly, except on the 1-pixel border where the conv reads zero padding).
-    """
-    delta = torch.tensor([t - f for f, t in zip(from_mean, to_mean)], dtype=torch.float32)
-    if not bool(delta.any()):
-        return state
-    conv, bn = conv_bn_pairs(model)[0]
-    w = state[f"{conv}.weight"].float()
-    # x_from = x_to + delta, so conv(x_to) = conv(x_from) - shift: lower the running mean by shift
-    shift = (w * delta.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
-    out = dict(state)
-    out[f"{bn}.running_mean"] = state[f"{bn}.running_mean"] - shift.to(state[f"{bn}.running_mean"].dtype)
-    return out
-
-
 def init_network(cfg: RetinaFaceTrainConfig, log: Callable[[str], None] = print) -> tuple[RetinaFace, bool]:
     """Build the network and load its starting weights; returns (net, bn_must_stay_frozen)."""
     net = RetinaFace(cfg.backbone)
@@ -377,12 +316,6 @@ def init_network(cfg: RetinaFaceTrainConfig, log: Callable[[str], None] = print)
     else:
         log("init: random (no --pretrained backbone and no --init)")
     return net, False
-
-
-def set_bn_eval(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
 
 
 # --------------------------------------------------------------------------- trainer
