@@ -18,11 +18,11 @@ from facesieve.ops.box_coder import BoxCoder
 from facesieve.training.retinaface import (
     BGR_MEAN,
     RetinaFaceTrainConfig,
-    TargetBuilder,
     load_backbone,
     lr_at,
     train_retinaface,
 )
+from facesieve.training.targets import TargetBuilder
 
 
 def test_targets_decode_back_to_the_faces():

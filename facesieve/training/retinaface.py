@@ -1,7 +1,7 @@
 """RetinaFace training (biubug6/insightface recipe) on any face dataset facesieve reads.
 
 Pieces: ``RetinaFaceTrainSet`` (augmentation -> network input), ``TargetBuilder``
-(anchor matching + BoxCoder encoding), ``multibox_loss``, ``lr_at`` (warm-up + step
+(``training.targets``: anchor matching + BoxCoder encoding), ``multibox_loss``, ``lr_at`` (warm-up + step
 decay), weight initialisation (ImageNet backbone or a detector checkpoint), and
 ``RetinaFaceTrainer`` tying them together with checkpoints/resume, CSV/TensorBoard
 logs, PNG curves, optional AMP (CUDA) and DDP (torchrun).
@@ -52,7 +52,7 @@ from facesieve.training.checkpoint import (
 )
 from facesieve.training.runlog import MetricsLogger, plot_curves
 from facesieve.training.losses import multibox_loss
-from facesieve.training.matcher import match_anchors
+from facesieve.training.targets import TargetBuilder
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 """Network input: BGR pixels minus this mean (biubug6's preprocessing; the registry's default)."""
@@ -169,60 +169,6 @@ class RetinaFaceTrainSet(torch.utils.data.Dataset):
 
 def collate(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
-
-
-# --------------------------------------------------------------------------- targets
-
-
-@dataclass
-class Targets:
-    """Per-anchor training targets of a batch: loc (B, A, 4), landmarks (B, A, 10) encoded
-    offsets; positive / landmark_positive (B, A) bool."""
-
-    loc: torch.Tensor
-    landmarks: torch.Tensor
-    positive: torch.Tensor
-    landmark_positive: torch.Tensor
-
-
-class TargetBuilder:
-    """Match anchors to faces and encode the matched boxes / landmarks.
-
-    anchors: (A, 4) (cx, cy, w, h) pixels of the square training input of side ``image_size``
-    (AnchorGenerator order, the network's output order).
-    """
-
-    def __init__(self, anchors: np.ndarray, image_size: int, coder: BoxCoder = BoxCoder(),
-                 iou_threshold: float = 0.35, device: torch.device | str = "cpu") -> None:
-        a = torch.tensor(np.array(anchors, dtype=np.float32), device=device)
-        self.anchors = a
-        self.anchors_xyxy = torch.cat([a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2], dim=1)
-        self.image_size = float(image_size)
-        self.coder = coder
-        self.iou_threshold = iou_threshold
-
-    def __call__(self, targets: Sequence[dict[str, torch.Tensor]]) -> Targets:
-        n_anchor = self.anchors.shape[0]
-        dev = self.anchors.device
-        locs, lms, pos, lm_pos = [], [], [], []
-        for t in targets:
-            boxes = t["boxes"].to(dev).float() * self.image_size
-            if boxes.shape[0] == 0:
-                locs.append(torch.zeros(n_anchor, 4, device=dev))
-                lms.append(torch.zeros(n_anchor, 10, device=dev))
-                pos.append(torch.zeros(n_anchor, dtype=torch.bool, device=dev))
-                lm_pos.append(torch.zeros(n_anchor, dtype=torch.bool, device=dev))
-                continue
-            m = match_anchors(self.anchors_xyxy, boxes, self.iou_threshold)
-            matched = boxes[m.matched_gt]
-            # guard log(0) for degenerate boxes (only positives' targets are used)
-            matched = torch.cat([matched[:, :2], torch.maximum(matched[:, 2:], matched[:, :2] + 1e-3)], dim=1)
-            locs.append(self.coder.encode_boxes(matched, self.anchors))
-            lm = t["landmarks"].to(dev).float()[m.matched_gt] * self.image_size
-            lms.append(self.coder.encode_landmarks(lm, self.anchors))
-            pos.append(m.positive)
-            lm_pos.append(m.positive & t["has_landmarks"].to(dev)[m.matched_gt])
-        return Targets(torch.stack(locs), torch.stack(lms), torch.stack(pos), torch.stack(lm_pos))
 
 
 # --------------------------------------------------------------------------- schedule
