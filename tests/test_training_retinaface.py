@@ -19,9 +19,9 @@ from facesieve.training.retinaface import (
     BGR_MEAN,
     RetinaFaceTrainConfig,
     load_backbone,
-    lr_at,
     train_retinaface,
 )
+from facesieve.training.run import lr_at
 from facesieve.training.targets import TargetBuilder
 
 
