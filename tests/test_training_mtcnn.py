@@ -12,11 +12,11 @@ from facesieve.training.mtcnn import (
     MTCNNTrainConfig,
     MTCNNTrainer,
     landmarks_to_net,
-    read_stage_state,
     stage_forward,
     to_input,
     train_mtcnn,
 )
+from facesieve.weights.mtcnn import read_stage_state
 from test_training_retinaface import make_toy_dataset  # tests/ is on sys.path (rootdir conftest)
 
 

@@ -41,6 +41,7 @@ from facesieve.training.mtcnn_samples import (
     mirror_samples,
 )
 from facesieve.training.run import RunBook, decay_iterations, say, step_decay_lr
+from facesieve.weights.mtcnn import read_stage_state
 
 NETS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}
 
@@ -158,21 +159,6 @@ def evaluate_samples(net: nn.Module, samples: SampleSet, device: torch.device, b
     if lmk.any():
         out["landmark_l2"] = float(((lm[lmk] - landmarks_to_net(samples.landmarks[lmk])) ** 2).sum(1).mean())
     return out
-
-
-def read_stage_state(path: str, stage: str) -> dict[str, torch.Tensor]:
-    """A stage's state dict from a stage .pth (our names) or a full MTCNN state dict
-    (``pnet.*`` / ``rnet.*`` / ``onet.*`` keys, plain or under "state_dict"/"model")."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict):
-        for k in ("state_dict", "model"):
-            if isinstance(obj.get(k), dict):
-                obj = obj[k]
-                break
-    prefix = f"{stage}."
-    if any(k.startswith(prefix) for k in obj):
-        obj = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
-    return obj
 
 
 # --------------------------------------------------------------------------- trainer
