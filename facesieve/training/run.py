@@ -132,7 +132,7 @@ class RunBook:
         """RUN_DIR/config.json: the config as JSON (atomic; main process only)."""
         if self.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.dir / "config.json", json.dumps(asdict(self.cfg), indent=2) + "\n")  # type: ignore[call-overload]
+            atomic_write_text(self.dir / "config.json", json.dumps(asdict(self.cfg), indent=2) + "\n")
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -146,7 +146,7 @@ class RunBook:
             "model": net.state_dict(), "optimizer": optimizer.state_dict(),
             **{k: v.state_dict() for k, v in extra.items()},
             "iteration": st.iteration, "epoch": st.epoch, "elapsed_s": st.elapsed_s,
-            "rng": rng_state(), "config": json.dumps(asdict(self.cfg)),  # type: ignore[call-overload]
+            "rng": rng_state(), "config": json.dumps(asdict(self.cfg)),
         })
         save_checkpoint(self.weights_path, net.state_dict())
 
