@@ -48,8 +48,20 @@ def test_load_image_modes(tmp_path, mode):
     img.save(path)
     out = load_image(path)
     assert out.shape == (8, 9, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
-    if mode == "I;16":
-        assert out[0, 0, 0] == round(40000 / 257)
+    # expected RGB of the red (200, 0, 0) image after each mode's conversion, derived by hand:
+    # L / LA: ITU-R 601 luma 0.299 * 200 = 59.8; P: web palette, dithered between (204, 0, 0) and
+    # (153, 0, 0) to a mean red of 200;
+    # CMYK: lossless for this colour; I;16: 40000 / 257 = 155.6 on every channel
+    expected = {"L": (60, 60, 60), "LA": (60, 60, 60), "RGBA": (200, 0, 0),
+                "CMYK": (200, 0, 0), "I;16": (156, 156, 156)}
+    if mode == "1":  # dithered black and white: gray pixels whose mean is the luma 59.8
+        assert set(np.unique(out).tolist()) <= {0, 255} and (out == out[..., :1]).all()
+        assert abs(out.mean() - 59.8) < 20
+    elif mode == "P":
+        assert set(out[..., 0].ravel().tolist()) <= {153, 204} and not out[..., 1:].any()
+        assert abs(out[..., 0].mean() - 200) < 3
+    else:
+        np.testing.assert_allclose(out.reshape(-1, 3).astype(int), np.tile(expected[mode], (72, 1)), atol=1)
 
 
 def test_load_image_applies_exif_rotation(tmp_path):

@@ -9,17 +9,19 @@ import facesieve
 from facesieve.evaluation.widerface import evaluate_detector
 
 # facenet-pytorch 2.6.0 MTCNN (same original weights, min face 20, factor 0.709, thresholds
-# 0.6/0.7/0.7) on exactly these 500 images, official protocol (numbers given with the task).
+# 0.6/0.7/0.7) on exactly these 500 images, official protocol: the APs its own predictions give
+# (../shared/data/wider_val_dev/reference_predictions/README.md). In CI,
+# test_reference_accuracy checks the same per face on 100 of these images.
 REFERENCE_AP = {"easy": 0.8062, "medium": 0.7799, "hard": 0.4498}
 
 
 @pytest.mark.slow
 def test_wider_dev_ap_matches_facenet_pytorch(wider_val_dev):
-    det = facesieve.load("mtcnn")
+    det = facesieve.load("mtcnn", backend="auto")
     # every face the cascade returns: O-Net threshold 0.7 and final NMS 0.7, as the reference
     r = evaluate_detector(det, wider_val_dev, score_threshold=0.7, nms_threshold=0.7, batch_size=8, progress=False)
     for setting, ap in REFERENCE_AP.items():
-        assert r[setting] >= ap - 0.002, (setting, r[setting], ap)
+        assert abs(r[setting] - ap) <= 0.001, (setting, r[setting], ap)
 
 
 @pytest.mark.slow

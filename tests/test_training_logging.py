@@ -1,7 +1,7 @@
 """Training logs: CSV rows (header widening, truncation on resume) and PNG curves."""
 from __future__ import annotations
 
-from facesieve.training.logging import MetricsLogger, plot_curves, read_csv, smooth
+from facesieve.training.runlog import MetricsLogger, plot_curves, read_csv, smooth
 
 
 def test_csv_rows_widen_and_truncate(tmp_path):

@@ -12,12 +12,12 @@ from facesieve.training.mtcnn import (
     MTCNNTrainConfig,
     MTCNNTrainer,
     landmarks_to_net,
-    read_stage_state,
     stage_forward,
     to_input,
     train_mtcnn,
 )
-from tests.test_training_retinaface import make_toy_dataset
+from facesieve.weights.mtcnn import read_stage_state
+from test_training_retinaface import make_toy_dataset  # tests/ is on sys.path (rootdir conftest)
 
 
 def test_input_normalisation_and_landmark_order():

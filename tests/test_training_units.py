@@ -2,6 +2,7 @@
 landmark swap, crops), anchor matching, hard negative mining, OHEM, MTCNN sample classes."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -95,11 +96,37 @@ def test_random_square_crop_scales_and_face_inside():
     assert random_square_crop(big, rng, max_tries=20) is None
 
 
-def test_pad_to_square_and_distort_shapes():
+def test_pad_to_square():
     s = pad_to_square(_sample(100, 60), (1, 2, 3))
     assert s.image.shape == (100, 100, 3) and tuple(s.image[99, 99]) == (1, 2, 3)
-    out = photometric_distort(s.image, np.random.default_rng(1))
-    assert out.shape == s.image.shape and out.dtype == np.uint8
+
+
+def test_photometric_distort_changes_what_its_docstring_says():
+    """Each change happens with probability 1/2 and within its documented range."""
+    gray = np.full((8, 8, 3), 128, np.uint8)
+    means = []
+    for seed in range(200):
+        out = photometric_distort(gray, np.random.default_rng(seed))
+        assert out.shape == gray.shape and out.dtype == np.uint8
+        # saturation and hue leave a gray pixel gray; brightness +-32 then contrast x0.5..1.5
+        # (either order) keeps it within [(128 - 32) * 0.5, (128 + 32) * 1.5] = [48, 240]
+        assert np.ptp(out.astype(int), axis=2).max() <= 1 and 47 <= out.min() and out.max() <= 241
+        means.append(out.mean())
+    changed = np.abs(np.array(means) - 128) > 1
+    # brightness or contrast applied: 1 - 1/4 of the seeds (+-5 sigma of a binomial of 200)
+    assert 0.75 - 0.15 < changed.mean() < 0.75 + 0.15, changed.mean()
+    assert min(means) < 80 and max(means) > 180  # both directions, most of the range
+
+    # a saturated colour: hue moved (shift of 1..18 of 180) on about half the seeds
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 200
+    hue = []
+    for seed in range(200):
+        out = photometric_distort(red, np.random.default_rng(seed))
+        h = cv2.cvtColor(out[:1, :1], cv2.COLOR_RGB2HSV)[0, 0, 0].astype(int)
+        hue.append(min(h, 180 - h))  # distance from red (hue 0) on the hue circle
+    hue = np.array(hue)
+    assert hue.max() <= 19 and 0.5 - 0.15 < (hue >= 2).mean() < 0.5 + 0.15, hue
 
 
 def test_retinaface_augment_output_normalised():
@@ -292,8 +319,16 @@ def test_random_samples_and_balance():
     s = random_samples_for_image(img, gt, lms, np.array([True]), 12, rng)
     c = s.counts()
     assert c["negative"] > 0 and c["positive"] > 0 and c["part"] > 0 and c["landmark"] > 0
-    # every positive's box target really describes an IoU >= 0.65 crop (re-derive the crop from it)
-    assert np.all(np.abs(s.boxes[s.labels == POSITIVE]) < 0.6)
+    # every positive's / part's box target really describes a crop of IoU >= 0.65 / 0.4..0.65
+    # with its face: re-derive the face in crop units (crop = unit square, face = square + t)
+    for label, lo, hi in ((POSITIVE, 0.65, 1.0), (PART, 0.4, 0.65)):
+        t = s.boxes[s.labels == label].astype(np.float64)
+        face = np.column_stack([t[:, 0], t[:, 1], 1 + t[:, 2], 1 + t[:, 3]])
+        iw = np.clip(np.minimum(face[:, 2], 1) - np.maximum(face[:, 0], 0), 0, None)
+        ih = np.clip(np.minimum(face[:, 3], 1) - np.maximum(face[:, 1], 0), 0, None)
+        inter = iw * ih
+        iou = inter / (1 + (face[:, 2] - face[:, 0]) * (face[:, 3] - face[:, 1]) - inter)
+        assert len(iou) and np.all(iou >= lo - 1e-4) and np.all(iou < hi + 1e-4), (label, iou.min(), iou.max())
     lm_t = s.landmarks[s.labels == LANDMARK].reshape(-1, 5, 2)
     assert len(lm_t) and np.all((lm_t > -0.25) & (lm_t < 1.25))  # landmarks inside the face, crop IoU >= .65
     big = SampleSet.concat([s] * 3, 12)

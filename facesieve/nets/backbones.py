@@ -1,4 +1,4 @@
-"""Backbones and conv blocks for RetinaFace, BN folding, and padded-batch masking.
+"""Backbones and conv blocks for RetinaFace, and padded-batch masking (BN folding: ``nets.batchnorm``).
 
 Module and parameter names follow the published architectures so checkpoints map
 by key: MobileNetV1-0.25 as in biubug6/Pytorch_Retinaface (``stage1.0.0.weight``),
@@ -14,6 +14,8 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from facesieve.nets.batchnorm import fold_batchnorm, has_batchnorm  # noqa: F401  (their former home)
 
 
 def conv_bn(
@@ -137,32 +139,6 @@ class ResNet50(nn.Module):
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
         return c3, c4, c5
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm2d into the Conv2d just before it, in place.
-
-    A pair is a Conv2d child directly followed by a BatchNorm2d child of the same
-    parent (registration order, which in these modules is the data flow). The conv
-    gains a bias; the BN becomes nn.Identity, so the state dict then holds only
-    ``<conv>.weight`` and ``<conv>.bias``. Uses the BN running statistics (inference only).
-    """
-    for parent in list(model.modules()):
-        children = list(parent.named_children())
-        for (_, conv), (bn_name, bn) in zip(children, children[1:]):
-            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
-                continue
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
-            setattr(parent, bn_name, nn.Identity())
-    return model
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
 @contextmanager

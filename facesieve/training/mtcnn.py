@@ -17,11 +17,10 @@ Run directory::
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,17 +29,8 @@ import torch
 from torch import nn
 
 from facesieve.data.labels import BoxDataset, load_box_dataset
-from facesieve.io.atomic import atomic_write_text
 from facesieve.nets.mtcnn import IMAGE_MEAN, IMAGE_SCALE, ONet, PNet, RNet
-from facesieve.training.checkpoint import (
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-    TrainState,
-)
-from facesieve.training.logging import MetricsLogger, plot_curves
+from facesieve.training.checkpoint import seed_everything, TrainState
 from facesieve.training.losses import LANDMARK, NEGATIVE, PART, POSITIVE, MTCNNLossWeights, mtcnn_loss
 from facesieve.training.mtcnn_samples import (
     STAGE_SIZES,
@@ -50,6 +40,8 @@ from facesieve.training.mtcnn_samples import (
     mine_samples,
     mirror_samples,
 )
+from facesieve.training.run import RunBook, decay_iterations, say, step_decay_lr
+from facesieve.weights.mtcnn import read_stage_state
 
 NETS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}
 
@@ -169,21 +161,6 @@ def evaluate_samples(net: nn.Module, samples: SampleSet, device: torch.device, b
     return out
 
 
-def read_stage_state(path: str, stage: str) -> dict[str, torch.Tensor]:
-    """A stage's state dict from a stage .pth (our names) or a full MTCNN state dict
-    (``pnet.*`` / ``rnet.*`` / ``onet.*`` keys, plain or under "state_dict"/"model")."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict):
-        for k in ("state_dict", "model"):
-            if isinstance(obj.get(k), dict):
-                obj = obj[k]
-                break
-    prefix = f"{stage}."
-    if any(k.startswith(prefix) for k in obj):
-        obj = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
-    return obj
-
-
 # --------------------------------------------------------------------------- trainer
 
 
@@ -195,7 +172,6 @@ class MTCNNTrainer:
         if cfg.stage not in NETS:
             raise ValueError(f"unknown MTCNN stage {cfg.stage!r}; choose pnet, rnet or onet")
         self.cfg = cfg
-        self.run_dir = Path(cfg.out)
         self.device = torch.device(cfg.device)
         self.size = STAGE_SIZES[cfg.stage]
         self.proposer_factory = proposer_factory
@@ -214,23 +190,27 @@ class MTCNNTrainer:
         else:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {cfg.optimizer!r}")
         self.weights = MTCNNLossWeights.for_stage(cfg.stage)
-        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard)
-        self.state = TrainState()
+        self.book = RunBook(cfg, f"{cfg.stage}.pth")
+        self.state = self.book.state
 
     def log(self, msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        """A progress line on stderr."""
+        say(msg)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory (``cfg.out``)."""
+        return self.book.dir
 
     @property
     def samples_path(self) -> Path:
+        """RUN_DIR/samples_<stage>.npz, the generated samples."""
         return self.run_dir / f"samples_{self.cfg.stage}.npz"
 
     @property
     def weights_path(self) -> Path:
-        return self.run_dir / f"{self.cfg.stage}.pth"
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        """RUN_DIR/<stage>.pth, the trained stage's plain state dict."""
+        return self.book.weights_path
 
     # ---------------------------------------------------------------- samples
 
@@ -273,17 +253,14 @@ class MTCNNTrainer:
     # ---------------------------------------------------------------- loop
 
     def save(self) -> None:
-        save_checkpoint(self.checkpoint_path, {
-            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "iteration": self.state.iteration, "epoch": self.state.epoch, "elapsed_s": self.state.elapsed_s,
-            "rng": rng_state(), "config": json.dumps(asdict(self.cfg)),
-        })
-        save_checkpoint(self.weights_path, self.net.state_dict())
+        """Checkpoint (model, optimizer, progress) and RUN_DIR/<stage>.pth."""
+        self.book.save(self.net, self.optimizer)
 
     def run(self) -> TrainState:
-        cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        """Generate or load the samples, train until the schedule ends or a bound is hit,
+        then save, plot, write mtcnn.pth, evaluate (if ``eval_data``) and write summary.json."""
+        cfg, book = self.cfg, self.book
+        book.write_config()
         samples = self.samples()
         train, val = split_validation(samples, cfg.val_fraction, np.random.default_rng(cfg.seed + 1))
         bs = min(cfg.batch_size, len(train))
@@ -291,20 +268,13 @@ class MTCNNTrainer:
         total = cfg.epochs * iters_per_epoch
         if cfg.max_iters is not None:
             total = min(total, cfg.max_iters)
-        decay = [int(round(e * iters_per_epoch)) for e in cfg.resolved_decay_epochs()]
+        decay = decay_iterations(cfg.resolved_decay_epochs(), iters_per_epoch)
         st = self.state
-        if cfg.resume and self.checkpoint_path.is_file():
-            ck = load_checkpoint(self.checkpoint_path)
-            self.net.load_state_dict(ck["model"])
-            self.optimizer.load_state_dict(ck["optimizer"])
-            st.iteration, st.epoch, st.elapsed_s = int(ck["iteration"]), int(ck["epoch"]), float(ck["elapsed_s"])
-            set_rng_state(ck["rng"])
-            self.logger.truncate_after(st.iteration)
-            self.log(f"resume: iteration {st.iteration}")
+        if cfg.resume:
+            book.resume(self.net, self.optimizer)
         self.log(f"training {cfg.stage} on {len(train)} samples {train.counts()} (val {len(val)}), batch {bs}, "
                  f"{iters_per_epoch} it/epoch, {total} iterations, device {self.device}")
-        start = time.monotonic() - st.elapsed_s
-        window: list[dict[str, float]] = []
+        book.start_clock()
         try:
             while st.iteration < total and not st.stopped_by:
                 st.epoch = st.iteration // iters_per_epoch
@@ -314,43 +284,32 @@ class MTCNNTrainer:
                 for k in range(first, iters_per_epoch):
                     if st.iteration >= total:
                         break
-                    lr = cfg.lr * 0.1 ** sum(1 for d in decay if st.iteration >= d)
+                    lr = step_decay_lr(st.iteration, cfg.lr, decay, 0.1)
                     for g in self.optimizer.param_groups:
                         g["lr"] = lr
                     idx = np.sort(perm[k * bs : (k + 1) * bs])
                     m = self.step(train.select(idx), np.random.default_rng([cfg.seed, st.iteration]))
-                    st.iteration += 1
-                    st.elapsed_s = time.monotonic() - start
-                    window.append(m)
-                    if st.iteration % cfg.log_every == 0 or st.iteration == total:
-                        avg = {key: float(np.mean([w[key] for w in window])) for key in window[0]}
-                        self.logger.log("train", st.iteration, {"epoch": st.epoch, "lr": lr, **avg,
-                                                                 "elapsed_s": st.elapsed_s})
-                        st.last, window = avg, []
+                    row = book.step_done(m, lr, total)
+                    if row is not None:
+                        avg = row.losses
                         self.log(f"it {st.iteration}/{total} ep {st.epoch} lr {lr:.1e} loss {avg['total']:.4f} "
                                  f"(cls {avg['cls']:.4f} box {avg['box']:.4f} lm {avg['landmark']:.4f})")
-                    if cfg.max_minutes is not None and st.elapsed_s > cfg.max_minutes * 60:
-                        st.stopped_by = "max_minutes"
+                    if book.out_of_time():
                         break
                 if st.iteration % iters_per_epoch == 0 or st.stopped_by or st.iteration >= total:
                     st.val = evaluate_samples(self.net, val, self.device)
-                    self.logger.log("val", st.iteration, {"epoch": st.epoch, **st.val})
+                    book.logger.log("val", st.iteration, {"epoch": st.epoch, **st.val})
                     self.save()
-            if not st.stopped_by:
-                st.stopped_by = "max_iters" if st.iteration < cfg.epochs * iters_per_epoch else "schedule"
+            book.finish(cfg.epochs * iters_per_epoch)
             self.save()
-            plot_curves(self.logger.path("train"), self.run_dir / "loss.png", ["total", "cls", "box", "landmark"],
-                        title=f"MTCNN {cfg.stage}")
+            book.plot(["total", "cls", "box", "landmark"], title=f"MTCNN {cfg.stage}")
             self.write_cascade()
             evaluation = self.evaluate() if cfg.eval_data else None
-            summary = {"stage": cfg.stage, "iterations": st.iteration, "wall_minutes": round(st.elapsed_s / 60, 2),
-                       "stopped_by": st.stopped_by, "samples": samples.counts(), "last_losses": st.last,
-                       "val": st.val, "weights": str(self.weights_path), "eval": evaluation}
-            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            book.write_summary(stage=cfg.stage, samples=samples.counts(), val=st.val, eval=evaluation)
             self.log(f"done: {st.iteration} iterations in {st.elapsed_s / 60:.1f} min; val {st.val}; "
                      f"weights {self.weights_path}")
         finally:
-            self.logger.close()
+            book.close()
         return st
 
     def stage_paths(self) -> dict[str, str | None]:
@@ -387,7 +346,7 @@ class MTCNNTrainer:
             r = proposal_recall(data, lambda im: cascade_proposals(det, im, upto)[0], progress=_progress("recall"))
             out = {"recall": r.recall, "faces": r.faces, "found": r.found,
                    "proposals_per_image": r.proposals_per_image, "iou": r.iou, "min_size": r.min_size}
-        self.logger.log("eval", self.state.iteration, {k: v for k, v in out.items() if isinstance(v, float)})
+        self.book.logger.log("eval", self.state.iteration, {k: v for k, v in out.items() if isinstance(v, float)})
         self.log(f"eval: {out}")
         return out
 

@@ -27,8 +27,7 @@ def cascade_nets(pnet: str | None = None, rnet: str | None = None, onet: str | N
     """MTCNNNets with the released weights, stages replaced by the given files (a stage
     .pth from ``facesieve train mtcnn`` or a full MTCNN state dict)."""
     from facesieve.nets.mtcnn import MTCNNNets
-    from facesieve.training.mtcnn import read_stage_state
-    from facesieve.weights.mtcnn import load_into, load_mtcnn_state_dict
+    from facesieve.weights.mtcnn import load_into, load_mtcnn_state_dict, read_stage_state
 
     nets = MTCNNNets()
     load_into(nets, load_mtcnn_state_dict(None), source="mtcnn package weights")

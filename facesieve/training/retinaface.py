@@ -1,10 +1,11 @@
 """RetinaFace training (biubug6/insightface recipe) on any face dataset facesieve reads.
 
 Pieces: ``RetinaFaceTrainSet`` (augmentation -> network input), ``TargetBuilder``
-(anchor matching + BoxCoder encoding), ``multibox_loss``, ``lr_at`` (warm-up + step
-decay), weight initialisation (ImageNet backbone or a detector checkpoint), and
-``RetinaFaceTrainer`` tying them together with checkpoints/resume, CSV/TensorBoard
-logs, PNG curves, optional AMP (CUDA) and DDP (torchrun).
+(``training.targets``: anchor matching + BoxCoder encoding), ``multibox_loss``, ``lr_at``
+(``training.run``: warm-up + step decay), weight initialisation (ImageNet backbone or a
+detector checkpoint; BatchNorm unfolding in ``nets.batchnorm``), and ``RetinaFaceTrainer``
+tying them together with checkpoints/resume, CSV/TensorBoard logs and PNG curves
+(``training.run.RunBook``), optional AMP (CUDA) and DDP (torchrun).
 
 Run directory layout::
 
@@ -18,12 +19,9 @@ Run directory layout::
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,25 +31,15 @@ from torch import nn
 
 from facesieve.data.labels import BoxDataset, load_box_dataset
 from facesieve.data.transforms import RetinaFaceAugment, Sample, to_chw_tensor_array
-from facesieve.io.atomic import atomic_write_text
 from facesieve.io.images import ImageError, load_image
+from facesieve.nets.batchnorm import set_bn_eval, shift_input_mean, unfold_state
 from facesieve.nets.retinaface import RetinaFace
 from facesieve.ops.anchors import AnchorGenerator
 from facesieve.ops.box_coder import BoxCoder
-from facesieve.training.checkpoint import (
-    cleanup_distributed,
-    init_distributed,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-    TrainState,
-    unwrap,
-)
-from facesieve.training.logging import MetricsLogger, plot_curves
+from facesieve.training.checkpoint import cleanup_distributed, init_distributed, seed_everything, TrainState
 from facesieve.training.losses import multibox_loss
-from facesieve.training.matcher import match_anchors
+from facesieve.training.run import RunBook, decay_iterations, lr_at, say
+from facesieve.training.targets import TargetBuilder
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 """Network input: BGR pixels minus this mean (biubug6's preprocessing; the registry's default)."""
@@ -170,75 +158,6 @@ def collate(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[
     return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
 
 
-# --------------------------------------------------------------------------- targets
-
-
-@dataclass
-class Targets:
-    """Per-anchor training targets of a batch: loc (B, A, 4), landmarks (B, A, 10) encoded
-    offsets; positive / landmark_positive (B, A) bool."""
-
-    loc: torch.Tensor
-    landmarks: torch.Tensor
-    positive: torch.Tensor
-    landmark_positive: torch.Tensor
-
-
-class TargetBuilder:
-    """Match anchors to faces and encode the matched boxes / landmarks.
-
-    anchors: (A, 4) (cx, cy, w, h) pixels of the square training input of side ``image_size``
-    (AnchorGenerator order, the network's output order).
-    """
-
-    def __init__(self, anchors: np.ndarray, image_size: int, coder: BoxCoder = BoxCoder(),
-                 iou_threshold: float = 0.35, device: torch.device | str = "cpu") -> None:
-        a = torch.tensor(np.array(anchors, dtype=np.float32), device=device)
-        self.anchors = a
-        self.anchors_xyxy = torch.cat([a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2], dim=1)
-        self.image_size = float(image_size)
-        self.coder = coder
-        self.iou_threshold = iou_threshold
-
-    def __call__(self, targets: Sequence[dict[str, torch.Tensor]]) -> Targets:
-        n_anchor = self.anchors.shape[0]
-        dev = self.anchors.device
-        locs, lms, pos, lm_pos = [], [], [], []
-        for t in targets:
-            boxes = t["boxes"].to(dev).float() * self.image_size
-            if boxes.shape[0] == 0:
-                locs.append(torch.zeros(n_anchor, 4, device=dev))
-                lms.append(torch.zeros(n_anchor, 10, device=dev))
-                pos.append(torch.zeros(n_anchor, dtype=torch.bool, device=dev))
-                lm_pos.append(torch.zeros(n_anchor, dtype=torch.bool, device=dev))
-                continue
-            m = match_anchors(self.anchors_xyxy, boxes, self.iou_threshold)
-            matched = boxes[m.matched_gt]
-            # guard log(0) for degenerate boxes (only positives' targets are used)
-            matched = torch.cat([matched[:, :2], torch.maximum(matched[:, 2:], matched[:, :2] + 1e-3)], dim=1)
-            locs.append(self.coder.encode_boxes(matched, self.anchors))
-            lm = t["landmarks"].to(dev).float()[m.matched_gt] * self.image_size
-            lms.append(self.coder.encode_landmarks(lm, self.anchors))
-            pos.append(m.positive)
-            lm_pos.append(m.positive & t["has_landmarks"].to(dev)[m.matched_gt])
-        return Targets(torch.stack(locs), torch.stack(lms), torch.stack(pos), torch.stack(lm_pos))
-
-
-# --------------------------------------------------------------------------- schedule
-
-
-def lr_at(iteration: int, base_lr: float, iters_per_epoch: int, warmup_epochs: float,
-          decay_iters: Sequence[int], gamma: float) -> float:
-    """Learning rate at ``iteration`` (0-based): linear warm-up from 1e-6 over
-    ``warmup_epochs * iters_per_epoch`` iterations, then ``base_lr * gamma ** k`` where k
-    is the number of ``decay_iters`` already reached."""
-    warm = warmup_epochs * iters_per_epoch
-    if warm > 0 and iteration < warm:
-        return 1e-6 + (base_lr - 1e-6) * iteration / warm
-    k = sum(1 for d in decay_iters if iteration >= d)
-    return base_lr * gamma**k
-
-
 # --------------------------------------------------------------------------- weights
 
 
@@ -264,48 +183,6 @@ def load_backbone(net: RetinaFace, path: str | os.PathLike) -> list[str]:
         raise ValueError(f"{path}: shape mismatch for {bad[:3]}")
     net.body.load_state_dict({k: state[k] for k in own}, strict=True)
     return skipped
-
-
-def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """(conv name, bn name) of each Conv2d directly followed by a BatchNorm2d sibling
-    (the pairs ``fold_batchnorm`` folds)."""
-    pairs = []
-    for pname, parent in model.named_modules():
-        children = list(parent.named_children())
-        for (cname, conv), (bname, bn) in zip(children, children[1:]):
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                prefix = f"{pname}." if pname else ""
-                pairs.append((prefix + cname, prefix + bname))
-    return pairs
-
-
-def unfold_state(model: nn.Module, folded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """State dict with BatchNorm entries equivalent (in eval mode) to a folded one.
-
-    For each folded conv (weight W, bias b) and output channel o with s_o = ||W_o||:
-    conv weight W_o / s_o, BN gamma 1, beta b_o, running mean 0 and running variance
-    ``1 / s_o**2 - eps`` (the BN divides by 1 / s_o), so ``BN(conv(x)) == folded_conv(x)``
-    exactly. This puts conv weights and gammas back at the O(1) scale of a BN-trained
-    network: kept folded (tiny first-layer weights, gamma = s_o), plain SGD steps of even
-    1e-4 destroy the first layers.
-    """
-    state = dict(folded)
-    modules = dict(model.named_modules())
-    for conv, bn in conv_bn_pairs(model):
-        bias = state.pop(f"{conv}.bias", None)
-        if bias is None:
-            continue
-        m: nn.BatchNorm2d = modules[bn]  # type: ignore[assignment]
-        w = state[f"{conv}.weight"]
-        norm = w.flatten(1).norm(dim=1)
-        scale = torch.where(norm > 0, norm, torch.ones_like(norm))
-        state[f"{conv}.weight"] = w / scale.view(-1, *([1] * (w.dim() - 1)))
-        state[f"{bn}.weight"] = torch.ones_like(bias)
-        state[f"{bn}.bias"] = bias.clone()
-        state[f"{bn}.running_mean"] = torch.zeros_like(bias)
-        state[f"{bn}.running_var"] = (1.0 / scale.double() ** 2 - m.eps).to(bias.dtype)
-        state[f"{bn}.num_batches_tracked"] = torch.tensor(0)
-    return state
 
 
 @dataclass
@@ -336,26 +213,6 @@ def detector_state(init: str, backbone: str) -> InitWeights:
     return InitWeights(state, folded, tuple(float(v) for v in pp.mean))  # type: ignore[arg-type]
 
 
-def shift_input_mean(model: nn.Module, state: dict[str, torch.Tensor], from_mean: Sequence[float],
-                     to_mean: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Adapt a state dict trained on ``pixel - from_mean`` to inputs ``pixel - to_mean``.
-
-    The first conv then sees its input shifted by ``to_mean - from_mean`` per channel; its
-    BatchNorm's running mean absorbs the constant ``sum(W * shift)`` so outputs are
-    unchanged (exactly, except on the 1-pixel border where the conv reads zero padding).
-    """
-    delta = torch.tensor([t - f for f, t in zip(from_mean, to_mean)], dtype=torch.float32)
-    if not bool(delta.any()):
-        return state
-    conv, bn = conv_bn_pairs(model)[0]
-    w = state[f"{conv}.weight"].float()
-    # x_from = x_to + delta, so conv(x_to) = conv(x_from) - shift: lower the running mean by shift
-    shift = (w * delta.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
-    out = dict(state)
-    out[f"{bn}.running_mean"] = state[f"{bn}.running_mean"] - shift.to(state[f"{bn}.running_mean"].dtype)
-    return out
-
-
 def init_network(cfg: RetinaFaceTrainConfig, log: Callable[[str], None] = print) -> tuple[RetinaFace, bool]:
     """Build the network and load its starting weights; returns (net, bn_must_stay_frozen)."""
     net = RetinaFace(cfg.backbone)
@@ -379,12 +236,6 @@ def init_network(cfg: RetinaFaceTrainConfig, log: Callable[[str], None] = print)
     return net, False
 
 
-def set_bn_eval(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
 # --------------------------------------------------------------------------- trainer
 
 
@@ -396,7 +247,6 @@ class RetinaFaceTrainer:
             raise ValueError(f"unknown backbone {cfg.backbone!r}; choose {', '.join(DEFAULT_IMAGE_SIZE)}")
         self.cfg = cfg
         self.dist, self.device = init_distributed(cfg.device)
-        self.run_dir = Path(cfg.out)
         self.is_main = self.dist.is_main
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
@@ -417,12 +267,14 @@ class RetinaFaceTrainer:
         if per_rank > len(data):
             per_rank = len(data)
             self.log(f"note: batch size reduced to the dataset size ({per_rank})")
-        self.sampler = None
+        inner = None
         if self.dist.distributed:
-            self.sampler = torch.utils.data.distributed.DistributedSampler(
+            inner = torch.utils.data.distributed.DistributedSampler(
                 self.train_set, self.dist.world_size, self.dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        self.per_rank = per_rank
+        self.sampler = EpochOrder(len(self.train_set), cfg.seed, inner)
         self.loader = torch.utils.data.DataLoader(
-            self.train_set, batch_size=per_rank, shuffle=self.sampler is None, sampler=self.sampler,
+            self.train_set, batch_size=per_rank, shuffle=False, sampler=self.sampler,
             num_workers=cfg.workers, collate_fn=collate, drop_last=True,
             pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
         )
@@ -443,56 +295,24 @@ class RetinaFaceTrainer:
         self.total_iters = cfg.epochs * self.iters_per_epoch
         if cfg.max_iters is not None:
             self.total_iters = min(self.total_iters, int(cfg.max_iters))
-        self.decay_iters = [int(round(e * self.iters_per_epoch)) for e in cfg.resolved_decay_epochs()]
-        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard, enabled=self.is_main)
-        self.state = TrainState()
+        self.decay_iters = decay_iterations(cfg.resolved_decay_epochs(), self.iters_per_epoch)
+        self.book = RunBook(cfg, "weights.pth", is_main=self.is_main, log_speed=True)
+        self.state = self.book.state
 
     # ---------------------------------------------------------------- helpers
 
     def log(self, msg: str) -> None:
-        if getattr(self, "dist", None) is None or self.dist.is_main:
-            print(msg, file=sys.stderr, flush=True)
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        """A progress line on stderr (main process only)."""
+        say(msg, self.is_main)
 
     @property
     def weights_path(self) -> Path:
-        return self.run_dir / "weights.pth"
+        """RUN_DIR/weights.pth, the trained network's plain state dict."""
+        return self.book.weights_path
 
     def save(self) -> None:
-        if not self.is_main:
-            return
-        state = {
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "iteration": self.state.iteration,
-            "epoch": self.state.epoch,
-            "elapsed_s": self.state.elapsed_s,
-            "rng": rng_state(),
-            "config": json.dumps(asdict(self.cfg)),
-        }
-        save_checkpoint(self.checkpoint_path, state)
-        save_checkpoint(self.weights_path, self.net.state_dict())
-
-    def maybe_resume(self) -> None:
-        if not self.cfg.resume:
-            return
-        if not self.checkpoint_path.is_file():
-            self.log(f"resume: no checkpoint at {self.checkpoint_path}; starting fresh")
-            return
-        ck = load_checkpoint(self.checkpoint_path)
-        self.net.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scaler.load_state_dict(ck["scaler"])
-        self.state.iteration = int(ck["iteration"])
-        self.state.epoch = int(ck["epoch"])
-        self.state.elapsed_s = float(ck["elapsed_s"])
-        set_rng_state(ck["rng"])
-        self.logger.truncate_after(self.state.iteration)
-        self.log(f"resume: iteration {self.state.iteration} (epoch {self.state.epoch}) from {self.checkpoint_path}")
+        """Checkpoint (model, optimizer, AMP scaler, progress) and weights.pth."""
+        self.book.save(self.net, self.optimizer, scaler=self.scaler)
 
     def train_step(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]], lr: float) -> dict[str, float]:
         for g in self.optimizer.param_groups:
@@ -514,27 +334,27 @@ class RetinaFaceTrainer:
     # ---------------------------------------------------------------- main loop
 
     def run(self) -> TrainState:
-        cfg = self.cfg
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
-        self.maybe_resume()
+        """Train until the schedule ends or a bound (max_iters / max_minutes) is hit, then save,
+        plot, evaluate (if ``eval_data``) and write summary.json; returns the final progress."""
+        cfg, book = self.cfg, self.book
+        book.write_config()
+        if cfg.resume:
+            book.resume(self.net, self.optimizer, scaler=self.scaler)
         self.log(
             f"training RetinaFace-{cfg.backbone} on {len(self.data)} images ({self.data.num_faces} faces, "
             f"{self.data.num_landmark_faces} with landmarks) at {self.image_size}px, batch {cfg.batch_size}, "
             f"{self.iters_per_epoch} it/epoch, {self.total_iters} iterations, decay at {self.decay_iters}, "
             f"device {self.device}{' AMP' if self.use_amp else ''}{f' x{self.dist.world_size}' if self.dist.distributed else ''}"
         )
-        start = time.monotonic() - self.state.elapsed_s
-        window: list[dict[str, float]] = []
-        t_window = time.monotonic()
+        book.start_clock()
         st = self.state
         try:
             while st.iteration < self.total_iters and not st.stopped_by:
                 st.epoch = st.iteration // self.iters_per_epoch
                 self.train_set.set_epoch(st.epoch)
-                if self.sampler is not None:
-                    self.sampler.set_epoch(st.epoch)
+                self.sampler.set_epoch(st.epoch)
+                # a run resumed mid-epoch continues with the batches it had not done yet
+                self.sampler.skip = (st.iteration % self.iters_per_epoch) * self.per_rank
                 self.model.train()
                 if self.freeze_bn:
                     set_bn_eval(self.model)
@@ -547,42 +367,33 @@ class RetinaFaceTrainer:
                     m = self.train_step(images, targets, lr)
                     if not math.isfinite(m["loss"]):
                         raise FloatingPointError(f"loss is {m['loss']} at iteration {st.iteration}; lower --lr?")
-                    st.iteration += 1
-                    st.elapsed_s = time.monotonic() - start
-                    window.append(m)
-                    if st.iteration % cfg.log_every == 0 or st.iteration == self.total_iters:
-                        avg = {key: float(np.mean([w[key] for w in window])) for key in window[0]}
-                        sec = (time.monotonic() - t_window) / len(window)
-                        self.logger.log("train", st.iteration, {"epoch": st.epoch, "lr": lr, **avg,
-                                                                 "sec_per_iter": sec, "elapsed_s": st.elapsed_s})
-                        st.last = avg
+                    row = book.step_done(m, lr, self.total_iters)
+                    if row is not None:
+                        avg = row.losses
                         self.log(f"it {st.iteration}/{self.total_iters} ep {st.epoch} lr {lr:.2e} "
                                  f"loss {avg['loss']:.3f} (loc {avg['loc']:.3f} conf {avg['conf']:.3f} "
-                                 f"lm {avg['landmark']:.3f}) {sec:.2f}s/it")
-                        window, t_window = [], time.monotonic()
+                                 f"lm {avg['landmark']:.3f}) {row.sec_per_iter:.2f}s/it")
                     if st.iteration % cfg.checkpoint_every == 0:
                         self.save()
                         self.plot()
-                    if cfg.max_minutes is not None and st.elapsed_s > cfg.max_minutes * 60:
-                        st.stopped_by = "max_minutes"
+                    if book.out_of_time():
                         break
-            if not st.stopped_by:
-                st.stopped_by = "max_iters" if st.iteration < cfg.epochs * self.iters_per_epoch else "schedule"
+            book.finish(cfg.epochs * self.iters_per_epoch)
             self.save()
             self.plot()
             self.log(f"done: {st.iteration} iterations in {st.elapsed_s / 60:.1f} min ({st.stopped_by}); "
                      f"weights {self.weights_path}")
             result = self.evaluate() if cfg.eval_data and self.is_main else None
-            self.write_summary(result)
+            book.write_summary(epochs_done=st.iteration / self.iters_per_epoch, eval=result,
+                               device=str(self.device), world_size=self.dist.world_size)
         finally:
-            self.logger.close()
+            book.close()
             cleanup_distributed()
         return st
 
     def plot(self) -> None:
-        if self.is_main:
-            plot_curves(self.logger.path("train"), self.run_dir / "loss.png",
-                        ["loss", "loc", "conf", "landmark", "lr"], title=f"RetinaFace-{self.cfg.backbone}")
+        """RUN_DIR/loss.png from train.csv."""
+        self.book.plot(["loss", "loc", "conf", "landmark", "lr"], title=f"RetinaFace-{self.cfg.backbone}")
 
     def evaluate(self) -> dict[str, Any] | None:
         """WIDER FACE AP of the saved weights on cfg.eval_data (logged to eval.csv)."""
@@ -590,24 +401,43 @@ class RetinaFaceTrainer:
         from facesieve.evaluation.widerface import evaluate_detector
 
         det = load(MODEL_NAMES[self.cfg.backbone], weights=str(self.weights_path), device=str(self.device))
-        res = evaluate_detector(det, self.cfg.eval_data, out_dir=self.run_dir / "eval", limit=self.cfg.eval_limit,
+        res = evaluate_detector(det, self.cfg.eval_data, out_dir=self.book.dir / "eval", limit=self.cfg.eval_limit,
                                 progress=False)
         aps = {s: float(res[s]) for s in ("easy", "medium", "hard") if s in res}
-        self.logger.log("eval", self.state.iteration, aps)
+        self.book.logger.log("eval", self.state.iteration, aps)
         self.log("eval: " + " ".join(f"{k} {v:.4f}" for k, v in aps.items()))
         return aps
 
-    def write_summary(self, eval_aps: dict[str, Any] | None) -> None:
-        if not self.is_main:
-            return
-        st = self.state
-        summary = {
-            "iterations": st.iteration, "epochs_done": st.iteration / self.iters_per_epoch,
-            "wall_minutes": round(st.elapsed_s / 60, 2), "stopped_by": st.stopped_by,
-            "last_losses": st.last, "eval": eval_aps, "device": str(self.device),
-            "world_size": self.dist.world_size, "weights": str(self.weights_path),
-        }
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+class EpochOrder(torch.utils.data.Sampler):
+    """Sample order of one epoch that depends only on (seed, epoch), not on what ran before.
+
+    A run resumed from a checkpoint therefore sees the batches an uninterrupted run would:
+    ``set_epoch(e)`` picks the epoch, ``skip`` leaves out its first samples (the batches done
+    before a mid-epoch stop). inner: a DistributedSampler (its own per-epoch order) or None
+    (a permutation of range(n) seeded by [seed, epoch]).
+    """
+
+    def __init__(self, n: int, seed: int, inner: Any = None) -> None:
+        self.n, self.seed, self.inner = int(n), int(seed), inner
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if self.inner is not None:
+            self.inner.set_epoch(epoch)
+
+    def _order(self) -> list[int]:
+        if self.inner is not None:
+            return list(self.inner)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist()
+
+    def __iter__(self):
+        return iter(self._order()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, (len(self.inner) if self.inner is not None else self.n) - self.skip)
 
 
 def train_retinaface(cfg: RetinaFaceTrainConfig) -> TrainState:

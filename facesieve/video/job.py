@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from facesieve.detectors.base import Detector
+from facesieve.io.atomic import atomic_write_bytes
 from facesieve.io.paths import expand_inputs, make_output_dir
 from facesieve.types import Face
 from facesieve.video import manifest as mf
@@ -660,8 +661,7 @@ class VideoFaceExtractor:
         ok, buf = cv2.imencode("." + c.image_format, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
         if not ok:
             raise OSError(f"could not encode {path.name}")
-        with open(path, "wb") as f:
-            f.write(buf.tobytes())
+        atomic_write_bytes(path, buf.tobytes())  # a killed job never leaves a half-written crop
 
     def _finish(self, w: _Work, out: Path | None) -> VideoResult:
         c = self.config

@@ -7,6 +7,7 @@ half-written checkpoint that a later run would trust.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -58,8 +59,11 @@ def download(url: str, sha256: str | None = None, dest: str | os.PathLike | None
     not a checksum is given, so one URL is fetched once. An existing file with the right
     checksum (any, without one) is reused without network access; one with another
     checksum is fetched again. The download goes to a temp file that is renamed into place
-    only after the checksum matches, so a failed or corrupted download never shadows a
-    good one.
+    only after the checksum matches and the size equals the announced Content-Length, so a
+    failed, cut-short or corrupted download never shadows a good one.
+
+    Raises WeightsError (naming the URL) on a network error, a truncated body or a checksum
+    mismatch; nothing is left in the cache then.
     """
     if dest is None:
         name = Path(urllib.request.url2pathname(url.split("?")[0])).name or "download"
@@ -71,16 +75,24 @@ def download(url: str, sha256: str | None = None, dest: str | os.PathLike | None
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{dest.name}.", dir=dest.parent)
     try:
         h = hashlib.sha256()
+        got = 0
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp, os.fdopen(fd, "wb") as out:
+                length = resp.headers.get("Content-Length")
                 while True:
                     block = resp.read(1 << 20)
                     if not block:
                         break
+                    got += len(block)
                     h.update(block)
                     out.write(block)
-        except (urllib.error.URLError, OSError) as e:
-            raise WeightsError(f"could not download {url}: {e}") from e
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            raise WeightsError(f"could not download {url}: {e!r}") from e
+        # a connection closed early ends the read without an error: check the announced size
+        if length is not None and length.strip().isdigit() and got != int(length):
+            raise WeightsError(
+                f"could not download {url}: got {got} bytes of the {int(length)} announced (connection cut short?)"
+            )
         if sha256 is not None and h.hexdigest() != sha256:
             raise WeightsError(
                 f"checksum mismatch for {url}: expected sha256 {sha256}, got {h.hexdigest()}"

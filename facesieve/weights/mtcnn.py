@@ -256,3 +256,21 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
             f"unexpected {sorted(result.unexpected_keys)[:4]})"
         )
 
+
+def read_stage_state(path: str, stage: str) -> dict[str, torch.Tensor]:
+    """A stage's state dict from a stage .pth (our names) or a full MTCNN state dict
+    (``pnet.*`` / ``rnet.*`` / ``onet.*`` keys, plain or under "state_dict"/"model").
+
+    stage: "pnet", "rnet" or "onet". Keys are returned without the stage prefix (the
+    stage module's own names). Raises what ``torch.load`` raises for a missing or
+    unreadable file."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        for k in ("state_dict", "model"):
+            if isinstance(obj.get(k), dict):
+                obj = obj[k]
+                break
+    prefix = f"{stage}."
+    if any(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
+    return obj

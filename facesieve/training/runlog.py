@@ -46,20 +46,20 @@ class MetricsLogger:
         header = self._headers.get(kind)
         if header is None and path.exists():
             header = _read_header(path)
+        # The whole file is rewritten atomically (temp + rename) for each row: a killed run
+        # leaves the previous complete file, never a half-written row.
         if header is None:
-            header = list(row)
-            with open(path, "w", newline="", encoding="utf-8") as f:
-                csv.writer(f).writerow(header)
-        elif any(k not in header for k in row):
-            header = header + [k for k in row if k not in header]
-            rows = read_csv(path)
-            with atomic_open(path, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=header)
-                w.writeheader()
-                w.writerows(rows)
+            header, rows = list(row), []
+        else:
+            rows = read_csv(path) if path.exists() else []
+            if any(k not in header for k in row):
+                header = header + [k for k in row if k not in header]
         self._headers[kind] = header
-        with open(path, "a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, fieldnames=header).writerow(row)
+        with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=header)
+            w.writeheader()
+            w.writerows(rows)
+            w.writerow(row)
         if self._tb is not None:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and math.isfinite(float(v)):
