@@ -307,7 +307,9 @@ def read_checkpoint(path: str | os.PathLike) -> StateDict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"{path}: cannot read as a torch checkpoint ({e})") from e
+        from facesieve.weights.checks import describe_weights
+
+        raise WeightsError(f"{describe_weights(path)}: cannot read as a torch checkpoint ({e})") from e
     if isinstance(obj, dict):
         for k in ("state_dict", "model"):
             if isinstance(obj.get(k), dict):
