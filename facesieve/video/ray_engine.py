@@ -75,10 +75,11 @@ class VideoWorker:
         self.load_seconds = time.perf_counter() - t
 
     def info(self) -> dict[str, Any]:
-        """pid, node address and model load time of this worker."""
+        """pid, node address and id, and model load time of this worker."""
         import ray
 
-        return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "load_s": round(self.load_seconds, 3)}
+        return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
+                "node_id": ray.get_runtime_context().get_node_id(), "load_s": round(self.load_seconds, 3)}
 
     def process(self, path: str, video_id: str, out_dir: str) -> tuple[VideoResult, dict[str, float]]:
         """Process one video into ``out_dir/<video_id>``; returns (result, {"start", "end",
@@ -102,6 +103,7 @@ class _Slot:
     restarts: int = 0
     pids: list[int] = field(default_factory=list)
     node: str | None = None
+    node_ids: list[str] = field(default_factory=list)
 
 
 def run_ray(
@@ -175,6 +177,7 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
     for s, info in zip(slots, infos):
         s.pids.append(info["pid"])
         s.node = info["node"]
+        s.node_ids.append(info["node_id"])
     start_s = time.perf_counter() - t_pool
 
     queue: deque[_Job] = deque(jobs)
@@ -207,7 +210,9 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
                     s.restarts += 1
                     s.last_end = 0.0
                     with contextlib.suppress(RayActorError, GetTimeoutError):
-                        s.pids.append(ray.get(s.actor.info.remote(), timeout=300)["pid"])
+                        info = ray.get(s.actor.info.remote(), timeout=300)
+                        s.pids.append(info["pid"])
+                        s.node_ids.append(info["node_id"])
                     if attempts[job.video_id] < max_attempts:
                         queue.appendleft(job)
                         continue
@@ -258,7 +263,7 @@ def _ray_stats(slots: list[_Slot], overheads: list[dict[str, float]], retried: l
     per = []
     for s in slots:
         per.append({
-            "worker": s.index, "node": s.node, "pids": s.pids, "restarts": s.restarts, "videos": s.videos,
+            "worker": s.index, "node": s.node, "node_ids": s.node_ids, "pids": s.pids, "restarts": s.restarts, "videos": s.videos,
             "busy_s": round(s.busy_s, 3), "cpu_s": round(s.cpu_s, 3),
             "videos_per_min": round(60.0 * s.videos / s.busy_s, 3) if s.busy_s > 0 else 0.0,
             "utilisation": round(s.busy_s / wall_s, 4) if wall_s > 0 else 0.0,
