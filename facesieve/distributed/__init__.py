@@ -44,6 +44,25 @@ def cluster_cpus(ray: ModuleType) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast (ConnectionError) when a "host:port" / "ray://host:port" address does not
+    accept connections: Ray itself keeps retrying for minutes. "auto" is left to Ray."""
+    import socket
+
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    if address == "auto" or ":" not in hostport or "://" in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        port_n = int(port)
+    except ValueError:
+        raise ConnectionError(f"bad Ray address {address!r}: expected 'auto', 'host:port' or 'ray://host:port'") from None
+    try:
+        socket.create_connection((host.strip("[]"), port_n), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address!r}: {e.strerror or e}") from e
+
+
 @contextlib.contextmanager
 def ray_session(
     address: str | None = None,
@@ -78,6 +97,7 @@ def ray_session(
             object_store_memory=object_store_memory,
         )
     else:
+        _check_reachable(address)
         kwargs["address"] = address
     try:
         ray.init(**kwargs)
