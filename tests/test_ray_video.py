@@ -73,7 +73,7 @@ def assert_same_summary(ref: Path, out: Path) -> dict:
 @pytest.fixture(scope="module")
 def ray_local():
     worker_env()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
              _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -62,6 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jsonl", action="store_true", help="write one detections.jsonl instead of a JSON per image")
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary; failures still go to stderr")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: Ray Data over a pool of detector actors, results in DIR/detections.parquet "
+                        "(needs facesieve[ray]; see docs/scaling.md) (default: %(default)s)")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="--engine ray: 'auto' or 'ray://host:10001' joins a cluster; default: Ray on this machine")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="--engine ray: detector actors (default: one per CPU)")
     p.set_defaults(func=run)
 
 
@@ -181,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"facesieve detect: error: cannot create output directory {out_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
 
+    if args.engine == "ray":
+        from facesieve.cli._ray_detect import run_ray_detect
+
+        return run_ray_detect(args, expanded.paths, expanded.unmatched, out_dir)
     show_progress = not args.quiet and sys.stderr.isatty()
     if show_progress:
         print(f"loading {args.model} on {args.device} ...", file=sys.stderr, flush=True)
