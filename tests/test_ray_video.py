@@ -185,3 +185,37 @@ def test_ray_engine_rejects_detector_objects_and_unknown_engines(tmp_path, video
         extract_video(videos_dir / CLIPS[0], tmp_path, engine="ray", primary=facesieve.load("mtcnn"))
     with pytest.raises(ValueError, match="engine must be 'local' or 'ray'"):
         extract_video(videos_dir / CLIPS[0], tmp_path, engine="spark")
+
+
+@pytest.mark.slow
+def test_driver_interrupted_with_ctrl_c_then_rerun_finishes_the_rest(reference, tmp_path):
+    """A real `facesieve video --engine ray` process (its own local Ray instance) gets SIGINT
+    once a first video is published: exit 130, nothing half-written, its workers gone; the
+    re-run skips what was complete and finishes with the local engine's bytes."""
+    import subprocess
+    import sys
+
+    clips, ref = reference
+    out = tmp_path / "out"
+    worker_env()
+    cmd = [sys.executable, "-m", "facesieve", "video", *map(str, clips), "--frames", str(CONFIG["frames"]),
+           "--out", str(out), "--engine", "ray", "--workers", "1", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while not list(out.glob("*/done.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1].decode()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    first = json.loads((out / "summary.json").read_text())
+    assert first["complete"] is False and 1 <= first["done"] < len(clips)
+    for d in (p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".tmp-")):
+        assert (d / "done.json").exists()  # published directories are complete
+    time.sleep(2)
+    for w in first["ray"]["per_worker"]:
+        for pid in w["pids"]:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    s = extract_video(clips, out, VideoConfig(**CONFIG), engine="ray", workers=2, ray_address=None)
+    assert s.exit_code == 0 and s.skipped == first["done"] and s.done == len(clips) - first["done"]
+    assert_same_outputs(ref, out)

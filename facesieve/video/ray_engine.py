@@ -194,7 +194,9 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
                     attempts[job.video_id] = attempts.get(job.video_id, 0) + 1
                     s.busy = (s.actor.process.remote(str(job.path), job.video_id, str(out)), job, time.time())
             refs = {s.busy[0]: s for s in slots if s.busy}
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=5.0)
+            ready, rest = ray.wait(list(refs), num_returns=1, timeout=5.0)
+            if ready and rest:  # everything else already finished too, in one call
+                ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
             for ref in ready:
                 s = refs[ref]
                 _, job, t_submit = s.busy
