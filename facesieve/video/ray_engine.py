@@ -186,6 +186,7 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
     retried: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc="videos", unit="video", disable=not (progress and sys.stderr.isatty()))
     last_write = time.perf_counter()
+    cpu0 = time.process_time()  # the driver's own CPU time per video (its scaling limit)
     try:
         while queue or any(s.busy for s in slots):
             for s in slots:
@@ -237,8 +238,10 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
                 bar.update(1)
                 bar.set_postfix(failed=summary.failed, faces=summary.faces)
             now = time.perf_counter()
-            if now - last_write > 10.0:
-                summary.ray = _ray_stats(slots, overheads, retried, start_s, now - t0)
+            # a partial summary now and then; rarer for big corpora (each write is O(videos))
+            if now - last_write > max(10.0, len(summary.videos) / 100):
+                summary.ray = _ray_stats(slots, overheads, retried, start_s, now - t0,
+                                         time.process_time() - cpu0)
                 write_summary()
                 last_write = time.perf_counter()
         summary.complete = True
@@ -249,7 +252,8 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
                 ray.kill(s.actor, no_restart=True)
         if summary.complete:
             remove_stale(out)  # temp dirs of workers that died mid-video
-        summary.ray = _ray_stats(slots, overheads, retried, start_s, time.perf_counter() - t0)
+        summary.ray = _ray_stats(slots, overheads, retried, start_s, time.perf_counter() - t0,
+                                 time.process_time() - cpu0)
         write_summary()
 
 
@@ -260,7 +264,7 @@ def _cause(e: BaseException) -> str:
 
 
 def _ray_stats(slots: list[_Slot], overheads: list[dict[str, float]], retried: list[dict[str, Any]],
-               start_s: float, wall_s: float) -> dict[str, Any]:
+               start_s: float, wall_s: float, driver_cpu_s: float) -> dict[str, Any]:
     """The ``ray`` section of summary.json: per-worker throughput and Ray's overhead."""
     per = []
     for s in slots:
@@ -283,6 +287,7 @@ def _ray_stats(slots: list[_Slot], overheads: list[dict[str, float]], retried: l
             "return_s_mean": round(ret, 5),  # end in the worker -> result on the driver (serialisation incl.)
             "process_s_mean": round(proc, 4),
             "percent_of_process": round(100.0 * (dispatch + ret) / proc, 3) if proc > 0 else 0.0,
+            "driver_cpu_s_per_video": round(driver_cpu_s / m, 5),  # scheduling, results, progress, summary
         }
     return d
 
