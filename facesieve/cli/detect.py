@@ -192,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
         from facesieve.cli._ray_detect import run_ray_detect
 
         return run_ray_detect(args, expanded.paths, expanded.unmatched, out_dir)
+    if args.workers or args.ray_address:
+        print("facesieve detect: error: --workers / --ray-address need --engine ray", file=sys.stderr)
+        return 2
     show_progress = not args.quiet and sys.stderr.isatty()
     if show_progress:
         print(f"loading {args.model} on {args.device} ...", file=sys.stderr, flush=True)

@@ -134,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"facesieve video: {e}", file=sys.stderr)
         return 2
+    if args.engine != "ray" and (args.workers or args.ray_address):
+        print("facesieve video: --workers / --ray-address need --engine ray", file=sys.stderr)
+        return 2
     paths, unmatched = expand_video_inputs(args.inputs, exclude=[args.out])
     for u in unmatched:
         print(f"facesieve video: no video matches {u!r}", file=sys.stderr)
