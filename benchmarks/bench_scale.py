@@ -2,14 +2,14 @@
 DFDC competitors' usual pipeline as a peer.
 
     .venv/bin/python benchmarks/bench_scale.py [--videos ../shared/data/videos] [--repeat 4]
-        [--frames 32] [--no-corpus] [--no-peer] [--peer-clips 5] [--json out.json]
+        [--frames 32] [--no-corpus] [--no-dev] [--no-peer] [--peer-clips 5] [--json out.json]
 
 Each configuration is one ``facesieve video ... --out <fresh temp dir> -q`` process, so that
 every run pays what a user pays (imports, model loading, Ray's start-up) and the CPU time
 of the whole process tree (Ray's raylet and worker processes included) can be counted:
 /proc is sampled every 0.2 s for the run's descendants (utime + stime, reaped children
 included). Reported per configuration and corpus (the 10 dev clips; with --repeat R also a
-corpus of R x 10 clips made of symlinks in a temp dir):
+corpus of R x 10 clips, copies in a temp dir):
 
 * wall seconds of the process and clips/min; the job's own seconds from summary.json
   (without interpreter start-up and imports);
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,8 @@ def run_job(inputs: list[str], engine: str, workers: int | None, frames: int) ->
         summary = json.loads((out / "summary.json").read_text())
     cpu = max(sampled, reaped)
     n = len(inputs)
+    if summary["done"] != n:
+        raise SystemExit(f"{engine} x{workers}: {summary['done']} of {n} clips done: {summary}")
     r: dict[str, Any] = {
         "engine": engine, "workers": workers, "clips": n, "wall_s": round(wall, 2), "job_s": summary["seconds"],
         "clips_per_min": round(60 * n / wall, 2), "cpu_s": round(cpu, 2), "cores_busy": round(cpu / wall, 2),
@@ -199,6 +202,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=4, help="corpus = R x the dev clips, symlinked (default 4)")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--no-corpus", action="store_true", help="only the 10 dev clips")
+    ap.add_argument("--no-dev", action="store_true", help="skip the run on the dev clips alone")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--peer-clips", type=int, default=5)
     ap.add_argument("--json", type=Path, default=None)
@@ -210,15 +214,15 @@ def main() -> int:
     results: dict[str, Any] = {"runs": [], "load_before": os.getloadavg()}
     configs = [("local", None), ("ray", 1), ("ray", 2)]
     with tempfile.TemporaryDirectory(prefix="bench_scale_corpus_") as tmp:
-        corpora = [("dev10", [str(c) for c in clips])]
+        corpora = [] if args.no_dev else [(f"dev{len(clips)}", [str(c) for c in clips])]
         if not args.no_corpus and args.repeat > 1:
-            links = []
+            copies = []  # copies, not symlinks: the job de-duplicates inputs by their real path
             for r in range(args.repeat):
                 for c in clips:
-                    link = Path(tmp) / f"{c.stem}_r{r}{c.suffix}"
-                    link.symlink_to(c.resolve())
-                    links.append(str(link))
-            corpora.append((f"corpus{len(links)}", links))
+                    dst = Path(tmp) / f"{c.stem}_r{r}{c.suffix}"
+                    shutil.copyfile(c, dst)
+                    copies.append(str(dst))
+            corpora.append((f"corpus{len(copies)}", copies))
         for name, inputs in corpora:
             base = None
             for engine, workers in configs:

@@ -83,10 +83,13 @@ class VideoWorker:
 
     def process(self, path: str, video_id: str, out_dir: str) -> tuple[VideoResult, dict[str, float]]:
         """Process one video into ``out_dir/<video_id>``; returns (result, {"start", "end",
-        "cpu": this process's CPU seconds during the call, "pid"})."""
+        "cpu": this process's CPU seconds during the call, "pid", "node_id"})."""
+        import ray
+
         t0, c0 = time.time(), time.process_time()
         result = self.extractor.process(path, video_id, out_dir)
-        return result, {"start": t0, "end": time.time(), "cpu": time.process_time() - c0, "pid": os.getpid()}
+        return result, {"start": t0, "end": time.time(), "cpu": time.process_time() - c0, "pid": os.getpid(),
+                        "node_id": ray.get_runtime_context().get_node_id()}
 
 
 @dataclass
@@ -162,7 +165,7 @@ def run_ray(
 
 def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: int, max_attempts: int,
               summary: RayRunSummary, progress: bool, write_summary, t0: float) -> None:
-    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+    from ray.exceptions import RayActorError, RayTaskError
     from tqdm import tqdm
 
     Actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(VideoWorker)
@@ -187,6 +190,7 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
     bar = tqdm(total=len(jobs), desc="videos", unit="video", disable=not (progress and sys.stderr.isatty()))
     last_write = time.perf_counter()
     cpu0 = time.process_time()  # the driver's own CPU time per video (its scaling limit)
+    failed = faces = 0
     try:
         while queue or any(s.busy for s in slots):
             for s in slots:
@@ -209,13 +213,9 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
                     retried.append({"video": str(job.path), "worker": s.index, "pid": s.pids[-1], "reason": reason})
                     with contextlib.suppress(Exception):
                         ray.kill(s.actor, no_restart=True)
-                    s.actor = Actor.remote(cfg_ref)
+                    s.actor = Actor.remote(cfg_ref)  # its pid / node come with its first result
                     s.restarts += 1
                     s.last_end = 0.0
-                    with contextlib.suppress(RayActorError, GetTimeoutError):
-                        info = ray.get(s.actor.info.remote(), timeout=300)
-                        s.pids.append(info["pid"])
-                        s.node_ids.append(info["node_id"])
                     if attempts[job.video_id] < max_attempts:
                         queue.appendleft(job)
                         continue
@@ -229,14 +229,19 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
                     process_s = tm["end"] - tm["start"]
                     dispatch_s = max(0.0, tm["start"] - max(t_submit, s.last_end))
                     s.last_end = tm["end"]
+                    if tm["pid"] != s.pids[-1]:  # a replacement worker's first video
+                        s.pids.append(tm["pid"])
+                        s.node_ids.append(tm["node_id"])
                     s.videos += 1
                     s.busy_s += process_s
                     s.cpu_s += tm["cpu"]
                     overheads.append({"dispatch": dispatch_s, "return": max(0.0, t_recv - tm["end"]),
                                       "process": process_s})
                 summary.videos.append(result)
+                failed += result.status == "failed"
+                faces += result.faces if result.status == "done" else 0
                 bar.update(1)
-                bar.set_postfix(failed=summary.failed, faces=summary.faces)
+                bar.set_postfix(failed=failed, faces=faces)  # running counts: O(1) per video
             now = time.perf_counter()
             # a partial summary now and then; rarer for big corpora (each write is O(videos))
             if now - last_write > max(10.0, len(summary.videos) / 100):
@@ -269,7 +274,8 @@ def _ray_stats(slots: list[_Slot], overheads: list[dict[str, float]], retried: l
     per = []
     for s in slots:
         per.append({
-            "worker": s.index, "node": s.node, "node_ids": s.node_ids, "pids": s.pids, "restarts": s.restarts, "videos": s.videos,
+            "worker": s.index, "node": s.node, "node_ids": s.node_ids, "pids": s.pids, "restarts": s.restarts,
+            "videos": s.videos,
             "busy_s": round(s.busy_s, 3), "cpu_s": round(s.cpu_s, 3),
             "videos_per_min": round(60.0 * s.videos / s.busy_s, 3) if s.busy_s > 0 else 0.0,
             "utilisation": round(s.busy_s / wall_s, 4) if wall_s > 0 else 0.0,
