@@ -39,9 +39,11 @@ def require_ray() -> ModuleType:
     return ray
 
 
-def cluster_cpus(ray: ModuleType) -> int:
-    """CPUs of the connected Ray cluster (all nodes), at least 1."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+def cluster_cpus(ray: ModuleType, available: bool = False) -> int:
+    """CPUs of the connected Ray cluster (all nodes; with ``available`` those not in use by
+    other jobs right now), at least 1."""
+    res = ray.available_resources() if available else ray.cluster_resources()
+    return max(1, int(res.get("CPU", 1)))
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:

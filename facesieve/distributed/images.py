@@ -166,7 +166,7 @@ def detect_images_ray(
     """Detect faces in every image of ``paths`` with Ray Data; write ``OUT/detections.parquet/``.
 
     load_options: ``facesieve.load`` keyword arguments (weights, device, backend, threads).
-    workers: detector actors (default one per CPU of the instance / cluster); address: as
+    workers: detector actors (default one per free CPU of the instance / cluster); address: as
     ``facesieve.distributed.ray_session``. progress: Ray Data's bars (only on a terminal).
     Returns an ImageRunResult (failed: [{"image", "error"}] per unreadable image).
     Raises RayUnavailable, ConnectionError, RuntimeError (the workers failed as a whole,
@@ -188,7 +188,7 @@ def detect_images_ray(
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = bool(progress and sys.stderr.isatty())
         ctx.execution_options.preserve_order = True
-        n = max(1, min(int(workers or cluster_cpus(ray)), len(paths)))
+        n = max(1, min(int(workers or cluster_cpus(ray, available=True)), len(paths)))
         blocks = max(1, min(len(paths), n * 4))
         ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=blocks)
         ds = ds.map_batches(

@@ -125,7 +125,7 @@ def run_ray(
     inputs / out_dir / overwrite: as ``VideoFaceExtractor.run``; ``out_dir`` must be
     visible at the same path on every node. address: None starts a local Ray instance
     (``workers`` CPUs, default all cores), "auto" or "ray://host:port" joins a cluster.
-    workers: actors (1 CPU each), default one per CPU of the instance / cluster.
+    workers: actors (1 CPU each), default one per free CPU of the instance / cluster.
     progress: a bar over videos on stderr (only when it is a terminal).
     Returns a RayRunSummary (also ``out_dir/summary.json``); exit_code 1 when a video failed.
     Raises RayUnavailable (Ray missing), ConnectionError (cluster unreachable),
@@ -157,7 +157,7 @@ def run_ray(
         return summary
 
     with ray_session(address, num_cpus=workers if address is None else None) as ray:
-        n = int(workers or cluster_cpus(ray))
+        n = int(workers or cluster_cpus(ray, available=True))  # actors beyond the free CPUs would wait
         n = max(1, min(n, len(jobs)))
         _run_pool(ray, driver, jobs, out, n, max_attempts, summary, progress, write_summary, t0)
     return summary
