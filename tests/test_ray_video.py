@@ -216,6 +216,9 @@ def test_driver_interrupted_with_ctrl_c_then_rerun_finishes_the_rest(reference, 
     for w in first["ray"]["per_worker"]:
         for pid in w["pids"]:
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    # a video the worker published while the driver was stopping is complete too (not in first["done"])
+    complete = len(list(out.glob("*/done.json")))
+    assert first["done"] <= complete
     s = extract_video(clips, out, VideoConfig(**CONFIG), engine="ray", workers=2, ray_address=None)
-    assert s.exit_code == 0 and s.skipped == first["done"] and s.done == len(clips) - first["done"]
+    assert s.exit_code == 0 and s.skipped == complete and s.done == len(clips) - complete
     assert_same_outputs(ref, out)
