@@ -239,7 +239,8 @@ def main() -> int:
                     o = r["overhead"]
                     line += (f"  | Ray overhead/video: dispatch {1000 * o['dispatch_s_mean']:.1f} ms + return "
                              f"{1000 * o['return_s_mean']:.1f} ms = {o['percent_of_process']:.2f}% of "
-                             f"{o['process_s_mean']:.2f} s; driver CPU {1000 * o['driver_cpu_s_per_video']:.1f} ms/video; "
+                             f"{o['process_s_mean']:.2f} s; "
+                             f"driver CPU {1000 * o['driver_cpu_s_per_video']:.1f} ms/video; "
                              f"worker CPU {r['worker_cpu_s_per_clip']:.2f} s/clip; "
                              f"workers up in {r['worker_start_s']:.1f} s")
                 print(line, flush=True)

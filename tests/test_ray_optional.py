@@ -31,7 +31,8 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_without_ray_engine_ray_is_one_line_and_exit_2(tmp_path, videos_dir, example_image):
-    for args in (["video", str(videos_dir / "hamilton_short_clip.mp4"), "--out", str(tmp_path / "v"), "--engine", "ray"],
+    clip = str(videos_dir / "hamilton_short_clip.mp4")
+    for args in (["video", clip, "--out", str(tmp_path / "v"), "--engine", "ray"],
                  ["detect", str(example_image), "--out", str(tmp_path / "d"), "--engine", "ray"]):
         r = _run(args)
         assert r.returncode == 2, r.stderr[-2000:]

@@ -58,7 +58,8 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
     try:
         port_n = int(port)
     except ValueError:
-        raise ConnectionError(f"bad Ray address {address!r}: expected 'auto', 'host:port' or 'ray://host:port'") from None
+        raise ConnectionError(
+            f"bad Ray address {address!r}: expected 'auto', 'host:port' or 'ray://host:port'") from None
     try:
         socket.create_connection((host.strip("[]"), port_n), timeout=timeout).close()
     except OSError as e:
@@ -115,4 +116,5 @@ def ray_session(
         ray.shutdown()
 
 
-__all__ = ["LOCAL_OBJECT_STORE_BYTES", "RAY_INSTALL_HINT", "RayUnavailable", "cluster_cpus", "ray_session", "require_ray"]
+__all__ = ["LOCAL_OBJECT_STORE_BYTES", "RAY_INSTALL_HINT", "RayUnavailable", "cluster_cpus", "ray_session",
+           "require_ray"]

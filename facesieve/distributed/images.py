@@ -120,7 +120,8 @@ class DetectBatch:
                 if isinstance(faces, BaseException):
                     rows[i]["error"] = f"detection failed: {_describe(faces)}"
                     continue
-                rows[i]["faces"] = [{k: d[k] for k in ("box", "score", "landmarks")} for d in (f.to_dict() for f in faces)]
+                dicts = (f.to_dict() for f in faces)
+                rows[i]["faces"] = [{k: d[k] for k in ("box", "score", "landmarks")} for d in dicts]
         share = (time.perf_counter() - t0) / max(1, len(paths))
         for r in rows:
             r["detect_s"] = share
@@ -202,7 +203,8 @@ def detect_images_ray(
             try:
                 ds.write_parquet(str(tmp))
             except Exception as e:
-                raise RuntimeError(f"the Ray workers failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise RuntimeError(f"the Ray workers failed: {first}") from e
             final = out / PARQUET_DIR
             if final.exists():
                 old = out / f".tmp-old-detections-{os.getpid()}-{time.monotonic_ns()}"
@@ -223,7 +225,8 @@ def detect_images_ray(
             result.processed += 1
             result.faces += len(faces)
     result.workers = [{"worker": k, "images": v[0], "busy_s": round(v[1], 3),
-                       "images_per_s": round(v[0] / v[1], 3) if v[1] > 0 else 0.0} for k, v in sorted(per_worker.items())]
+                       "images_per_s": round(v[0] / v[1], 3) if v[1] > 0 else 0.0}
+                      for k, v in sorted(per_worker.items())]
     result.parquet = str(final)
     result.seconds = time.perf_counter() - t0
     return result
