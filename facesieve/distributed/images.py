@@ -170,12 +170,18 @@ def detect_images_ray(
     workers: detector actors (default one per free CPU of the instance / cluster); address: as
     ``facesieve.distributed.ray_session``. progress: Ray Data's bars (only on a terminal).
     Returns an ImageRunResult (failed: [{"image", "error"}] per unreadable image).
-    Raises RayUnavailable, ConnectionError, RuntimeError (the workers failed as a whole,
-    e.g. the model could not be loaded: the message carries Ray's first line).
+    Raises RayUnavailable (Ray, or Ray Data's pandas / pyarrow, missing), ConnectionError,
+    RuntimeError (the workers failed as a whole, e.g. the model could not be loaded: the
+    message carries Ray's first line).
     """
-    from facesieve.distributed import cluster_cpus, ray_session
+    from facesieve.distributed import RAY_INSTALL_HINT, RayUnavailable, cluster_cpus, ray_session
 
-    import pyarrow.parquet as pq
+    try:  # Ray Data's own requirements (the "data" part of ray[default,data])
+        import pandas  # noqa: F401
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise RayUnavailable(
+            f"--engine ray for images needs Ray Data ({e.name} is missing): {RAY_INSTALL_HINT}") from e
 
     t0 = time.perf_counter()
     out = Path(out_dir)
