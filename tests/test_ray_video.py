@@ -223,3 +223,14 @@ def test_driver_interrupted_with_ctrl_c_then_rerun_finishes_the_rest(reference, 
     s = extract_video(clips, out, VideoConfig(**CONFIG), engine="ray", workers=2, ray_address=None)
     assert s.exit_code == 0 and s.skipped == complete and s.done == len(clips) - complete
     assert_same_outputs(ref, out)
+
+
+def test_workers_that_cannot_load_the_models_are_a_start_error(ray_local, tmp_path, videos_dir):
+    from facesieve.video.ray_engine import WorkerStartError
+
+    missing = tmp_path / "no_such_weights.pt"
+    with pytest.raises(WorkerStartError, match="could not load the detectors") as e:
+        extract_video(videos_dir / CLIPS[0], tmp_path / "out", VideoConfig(frames=2, fallback=None,
+                      primary_options={"weights": str(missing)}), engine="ray", workers=1)
+    assert "no_such_weights.pt" in str(e.value)
+    assert not list((tmp_path / "out").glob("*/")) or not list((tmp_path / "out").glob("*/done.json"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from types import ModuleType
 from typing import Iterator
 
@@ -44,6 +45,18 @@ def cluster_cpus(ray: ModuleType, available: bool = False) -> int:
     other jobs right now), at least 1."""
     res = ray.available_resources() if available else ray.cluster_resources()
     return max(1, int(res.get("CPU", 1)))
+
+
+def error_line(e: BaseException) -> str:
+    """One line from a Ray error's (many-line, colour-coded) message: the exception raised in
+    the worker when it carries a traceback (e.g. "FileNotFoundError: ..." from loading the
+    models), else its first line ("The actor died unexpectedly ...")."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    if len(lines) > 1 and re.match(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", lines[-1]):
+        return lines[-1][:500]
+    return lines[0][:500]
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:
@@ -116,5 +129,5 @@ def ray_session(
         ray.shutdown()
 
 
-__all__ = ["LOCAL_OBJECT_STORE_BYTES", "RAY_INSTALL_HINT", "RayUnavailable", "cluster_cpus", "ray_session",
-           "require_ray"]
+__all__ = ["LOCAL_OBJECT_STORE_BYTES", "RAY_INSTALL_HINT", "RayUnavailable", "cluster_cpus", "error_line",
+           "ray_session", "require_ray"]

@@ -174,7 +174,7 @@ def detect_images_ray(
     RuntimeError (the workers failed as a whole, e.g. the model could not be loaded: the
     message carries Ray's first line).
     """
-    from facesieve.distributed import RAY_INSTALL_HINT, RayUnavailable, cluster_cpus, ray_session
+    from facesieve.distributed import RAY_INSTALL_HINT, RayUnavailable, cluster_cpus, error_line, ray_session
 
     try:  # Ray Data's own requirements (the "data" part of ray[default,data])
         import pandas  # noqa: F401
@@ -209,8 +209,7 @@ def detect_images_ray(
             try:
                 ds.write_parquet(str(tmp))
             except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise RuntimeError(f"the Ray workers failed: {first}") from e
+                raise RuntimeError(f"the Ray workers failed: {error_line(e)}") from e
             final = out / PARQUET_DIR
             if final.exists():
                 old = out / f".tmp-old-detections-{os.getpid()}-{time.monotonic_ns()}"

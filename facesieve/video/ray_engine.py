@@ -168,6 +168,8 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
     from ray.exceptions import RayActorError, RayTaskError
     from tqdm import tqdm
 
+    from facesieve.distributed import error_line
+
     Actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(VideoWorker)
     config = driver.config
     cfg_ref = ray.put(config)
@@ -176,7 +178,7 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
     try:
         infos = ray.get([s.actor.info.remote() for s in slots])
     except RayActorError as e:
-        raise WorkerStartError(f"the Ray workers could not load the detectors: {_cause(e)}") from e
+        raise WorkerStartError(f"the Ray workers could not load the detectors: {error_line(e)}") from e
     for s, info in zip(slots, infos):
         s.pids.append(info["pid"])
         s.node = info["node"]
@@ -209,7 +211,7 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
                 try:
                     result, tm = ray.get(ref)
                 except RayActorError as e:  # the worker died: replace it, retry the video
-                    reason = _cause(e)
+                    reason = error_line(e)
                     retried.append({"video": str(job.path), "worker": s.index, "pid": s.pids[-1], "reason": reason})
                     with contextlib.suppress(Exception):
                         ray.kill(s.actor, no_restart=True)
@@ -223,7 +225,7 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
                                                  f"(last: {reason})", out)
                     tm = None
                 except RayTaskError as e:  # a bug outside the per-video error handling
-                    result, tm = driver._failed(job, f"worker error: {_cause(e)}", out), None
+                    result, tm = driver._failed(job, f"worker error: {error_line(e)}", out), None
                 t_recv = time.time()
                 if tm is not None:
                     process_s = tm["end"] - tm["start"]
@@ -260,12 +262,6 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
         summary.ray = _ray_stats(slots, overheads, retried, start_s, time.perf_counter() - t0,
                                  time.process_time() - cpu0)
         write_summary()
-
-
-def _cause(e: BaseException) -> str:
-    """The first line of a Ray error's message (Ray's own messages run to many lines)."""
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:500]
 
 
 def _ray_stats(slots: list[_Slot], overheads: list[dict[str, float]], retried: list[dict[str, Any]],
