@@ -174,7 +174,9 @@ def detect_images_ray(
     RuntimeError (the workers failed as a whole, e.g. the model could not be loaded: the
     message carries Ray's first line).
     """
-    from facesieve.distributed import RAY_INSTALL_HINT, RayUnavailable, cluster_cpus, error_line, ray_session
+    from facesieve.distributed import (
+        RAY_INSTALL_HINT, RayUnavailable, cluster_cpus, error_line, ray_session,
+    )
 
     try:  # Ray Data's own requirements (the "data" part of ray[default,data])
         import pandas  # noqa: F401
