@@ -75,6 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="clamp boxes and landmarks to the image (default: as the model gives them, "
                    "possibly reaching outside the image)")
     add_quiet_args(p)
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: Ray Data over a pool of detector actors, results in DIR/detections.parquet "
+                        "(needs facesieve[ray]; see docs/scaling.md) (default: %(default)s)")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="--engine ray: 'auto' or 'ray://host:10001' joins a cluster; default: Ray on this machine")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="--engine ray: detector actors (default: one per CPU)")
     p.set_defaults(func=run)
 
 
@@ -265,6 +272,13 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
 
+    if args.engine == "ray":
+        from facesieve.cli._ray_detect import run_ray_detect
+
+        return run_ray_detect(args, expanded.paths, expanded.unmatched, out_dir)
+    if args.workers or args.ray_address:
+        print("facesieve detect: error: --workers / --ray-address need --engine ray", file=sys.stderr)
+        return 2
     show_progress = _progress_wanted(args) and sys.stderr.isatty()
     if show_progress:
         print(f"loading {args.model} on {args.device} ...", file=sys.stderr, flush=True)

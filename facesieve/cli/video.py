@@ -90,6 +90,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--parquet", action="store_true", help="also write manifest.parquet (needs pyarrow)")
     g.add_argument("--overwrite", action="store_true", help="redo videos that are already complete")
     add_quiet_args(g)
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: a pool of Ray workers, one video each at a time, "
+                        "same outputs (needs facesieve[ray]; see docs/scaling.md) (default: %(default)s)")
+    g.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="--engine ray: 'auto' or 'ray://host:10001' joins a cluster (--out must be on a "
+                        "filesystem all nodes share); default: start Ray on this machine")
+    g.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="--engine ray: worker processes (default: one per CPU of the machine / cluster)")
     p.set_defaults(func=run)
 
 
@@ -127,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"facesieve video: {e}", file=sys.stderr)
         return 2
+    if args.engine != "ray" and (args.workers or args.ray_address):
+        print("facesieve video: --workers / --ray-address need --engine ray", file=sys.stderr)
+        return 2
     paths, unmatched = expand_video_inputs(args.inputs, exclude=[args.out])
     for u in unmatched:
         print(f"facesieve video: no video matches {u!r}", file=sys.stderr)
@@ -140,6 +152,17 @@ def run(args: argparse.Namespace) -> int:
 
         print(display_path(f"facesieve video: cannot create --out {args.out}: {e.strerror or e}"), file=sys.stderr)
         return 2
+    if args.engine == "ray":
+        from facesieve.distributed import RayUnavailable
+        from facesieve.video.ray_engine import WorkerStartError, run_ray
+
+        try:
+            summary = run_ray([str(p) for p in paths], args.out, config, overwrite=args.overwrite,
+                              progress=show_progress(args), address=args.ray_address, workers=args.workers)
+        except (RayUnavailable, ConnectionError, WorkerStartError) as e:
+            print(f"facesieve video: {e}", file=sys.stderr)
+            return 2
+        return _report(args, summary)
     extractor = VideoFaceExtractor(config)
     try:
         extractor.cascade  # load the models now: a bad model is a usage error, not N failed videos
@@ -147,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"facesieve video: cannot load the detectors: {e}", file=sys.stderr)
         return 2
     summary = extractor.run([str(p) for p in paths], args.out, overwrite=args.overwrite, progress=show_progress(args))
+    return _report(args, summary)
+
+
+def _report(args: argparse.Namespace, summary) -> int:
     from facesieve.io.paths import display_path as show
 
     for v in summary.videos:
@@ -160,4 +187,7 @@ def run(args: argparse.Namespace) -> int:
             f"face frames by detector: {per}; fallback on {d['fallback_frames']}/{d['frames_sampled']} frames; "
             f"{d['seconds']:.1f} s -> {args.out / 'summary.json'}"
         ))
+        for w in d.get("ray", {}).get("per_worker", []):  # --engine ray: throughput per worker
+            print(f"  worker {w['worker']} ({w['node']}): {w['videos']} videos, {w['videos_per_min']:.1f} "
+                  f"videos/min busy, {100 * w['utilisation']:.0f}% busy, {w['restarts']} restarts")
     return summary.exit_code

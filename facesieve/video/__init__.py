@@ -14,6 +14,7 @@ from facesieve.video.job import (
     expand_video_inputs,
     extract_video,
 )
+from facesieve.video.ray_engine import RayRunSummary, run_ray
 from facesieve.video.sampling import SampledFrame, VideoError, VideoInfo, VideoReader
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Cascade",
     "ExtractedFrame",
     "FrameFaces",
+    "RayRunSummary",
     "RunSummary",
     "SampledFrame",
     "VideoConfig",
@@ -34,5 +36,6 @@ __all__ = [
     "expand_video_inputs",
     "extract_video",
     "oversample",
+    "run_ray",
     "similarity_transform",
 ]

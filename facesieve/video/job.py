@@ -449,20 +449,9 @@ class VideoFaceExtractor:
         out.mkdir(parents=True, exist_ok=True)
         paths, unmatched = expand_video_inputs(inputs, exclude=[out])
         summary = RunSummary(str(out), unmatched=unmatched)
-        jobs: list[_Job] = []
-        settings = self.config.output_settings()
-        for p, vid in zip(paths, video_ids(paths)):
-            marker = mf.read_marker(out / vid)
-            if marker is not None and not overwrite:
-                r = VideoResult(str(p), vid, status="skipped")
-                if marker.get("settings") != settings:
-                    r.note = "complete from a run with other settings; use overwrite to redo it"
-                summary.videos.append(r)
-            else:
-                jobs.append(_Job(p, vid))
-        for stale in out.glob(".tmp-*"):  # left by an interrupted run
-            with contextlib.suppress(OSError):
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        skipped, jobs = self.plan(paths, out, overwrite)
+        summary.videos.extend(skipped)
+        remove_stale(out)
 
         from tqdm import tqdm
 
@@ -501,6 +490,32 @@ class VideoFaceExtractor:
             summary.seconds = time.perf_counter() - t0
             mf.write_json(out / mf.SUMMARY, summary.to_dict())  # complete: false when interrupted
         return summary
+
+    def plan(self, paths: Sequence[Path], out: Path, overwrite: bool = False) -> tuple[list[VideoResult], list[_Job]]:
+        """Split a batch into videos already complete in ``out`` (VideoResults with status
+        "skipped") and the jobs left to do (path, video_id), in input order."""
+        skipped: list[VideoResult] = []
+        jobs: list[_Job] = []
+        settings = self.config.output_settings()
+        for p, vid in zip(paths, video_ids(paths)):
+            marker = mf.read_marker(out / vid)
+            if marker is not None and not overwrite:
+                r = VideoResult(str(p), vid, status="skipped")
+                if marker.get("settings") != settings:
+                    r.note = "complete from a run with other settings; use overwrite to redo it"
+                skipped.append(r)
+            else:
+                jobs.append(_Job(p, vid))
+        return skipped, jobs
+
+    def process(self, path: str | os.PathLike, video_id: str, out_dir: str | os.PathLike) -> VideoResult:
+        """One video of a batch run into ``out_dir/<video_id>`` (built in a temp directory,
+        renamed into place complete). A bad video gives status "failed" (its directory holds
+        the one-row error manifest); nothing else raises except KeyboardInterrupt / OS errors
+        on ``out_dir`` itself."""
+        results: list[VideoResult] = []
+        self._pipeline([_Job(Path(path), video_id)], Path(out_dir), results.append, lambda n: None)
+        return results[0]
 
     # -- pipeline ----------------------------------------------------------------
     def _choose(self, reader: VideoReader) -> list[int]:
@@ -722,6 +737,13 @@ class VideoFaceExtractor:
             w.tmp_dir = None
 
 
+def remove_stale(out: Path) -> None:
+    """Delete the ``.tmp-*`` entries an interrupted run (or a killed worker) left in ``out``."""
+    for stale in out.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
 def extract_video(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -731,14 +753,32 @@ def extract_video(
     progress: bool = False,
     primary: Detector | None = None,
     fallback: Detector | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
 ) -> RunSummary:
     """Extract N face frames and their crops from each video into ``out_dir``.
 
     inputs: a video path, a directory (searched recursively), a glob, or a list of them.
     Returns the RunSummary (also written to ``out_dir/summary.json``); ``exit_code`` is 1
     when some video failed. See VideoConfig for the settings, ``manifest`` for the layout.
+    engine: "local" (this process) or "ray" (a pool of Ray actors, see
+    ``facesieve.video.ray_engine.run_ray``: ``ray_address`` None starts a local Ray
+    instance, "auto" / "ray://host:port" joins a cluster; ``workers`` actors, default one
+    per CPU). Same outputs either way. Raises ValueError for an unknown engine, or
+    primary/fallback objects with engine="ray"; RayUnavailable when Ray is not installed.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    if engine == "ray":
+        if primary is not None or fallback is not None:
+            raise ValueError("engine='ray' loads the detectors from the config on each worker; "
+                             "primary=/fallback= objects work with engine='local' only")
+        from facesieve.video.ray_engine import run_ray
+
+        return run_ray(list(inputs), out_dir, config, overwrite=overwrite, progress=progress,
+                       address=ray_address, workers=workers)
+    if engine != "local":
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     extractor = VideoFaceExtractor(config, primary=primary, fallback=fallback)
     return extractor.run(list(inputs), out_dir, overwrite=overwrite, progress=progress)
