@@ -70,4 +70,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: could not link {link} ({e}); train with --images {data.root}", file=sys.stderr)
     print(f"{out}: {stats.images} images, {stats.faces} faces, {stats.labelled} with landmarks "
           f"({100 * stats.fraction:.1f}%), {stats.failed_images} unreadable images")
-    return 0
+    return 1 if stats.failed_images else 0  # written, but some images could not be read
