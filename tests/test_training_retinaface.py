@@ -213,7 +213,6 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
 
 
-@pytest.mark.slow
 def test_training_reduces_loss_on_toy_data(tmp_path):
     data = make_toy_dataset(tmp_path, n=2)
     run = tmp_path / "run"
