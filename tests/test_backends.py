@@ -137,7 +137,7 @@ def test_auto_backend_resolves_to_the_fastest_measured_one(monkeypatch):
 
 @pytest.mark.parametrize("model", ["retinaface-mnet025", "mtcnn"])
 def test_every_backend_gives_the_same_wider_ap(model, wider_val_dev):
-    """Official-protocol AP on a 12-image dev slice (every 40th image, 11 events) at the WIDER
+    """Official-protocol AP on a 13-image dev slice (every 40th image, 13 events) at the WIDER
     settings: the three backends agree to 0.01 point (measured: identical to 1e-8; a wrong
     export, layout or mean moves AP by points)."""
     from facesieve.data.widerface import image_key, image_paths, list_images
