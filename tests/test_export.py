@@ -162,7 +162,6 @@ def test_cli_export_mtcnn_writes_three_checked_graphs(tmp_path, mtcnn_nets, caps
     assert main(["export", "mtcnn", "--out", str(tmp_path / "q.onnx"), "--quantize"]) == 2
 
 
-@pytest.mark.slow
 def test_cli_export_retinaface(tmp_path, retinaface, capsys):
     from facesieve.cli import main
 

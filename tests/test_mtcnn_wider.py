@@ -1,4 +1,4 @@
-"""MTCNN on the whole WIDER FACE dev set and on a huge image (slow)."""
+"""MTCNN on the whole WIDER FACE dev set (slow) and on a huge image."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +24,6 @@ def test_wider_dev_ap_matches_facenet_pytorch(wider_val_dev):
         assert abs(r[setting] - ap) <= 0.001, (setting, r[setting], ap)
 
 
-@pytest.mark.slow
 def test_huge_image_with_bounded_pnet_canvases(example_image):
     img = np.asarray(Image.open(example_image).convert("RGB").resize((6000, 6000), Image.BILINEAR))
     det = facesieve.load("mtcnn", min_face_size=60, pnet_max_pixels=1_000_000)

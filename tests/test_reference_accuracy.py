@@ -14,7 +14,7 @@ test_widerface_eval.py) check independently.
 
 Image sets (2-core CI machine, onnxruntime / OpenVINO): the default model on all 500 images
 (about 0.2 s per image); biubug6's checkpoint and MTCNN on every 5th image of the sorted list
-(100 images, 59 of the 61 events), which keeps the whole module near 3 minutes.
+(100 images, 56 of the 61 events), which keeps the whole module near 3 minutes.
 """
 from __future__ import annotations
 

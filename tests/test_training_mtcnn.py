@@ -114,3 +114,23 @@ def test_write_cascade_loads_with_facesieve(tmp_path):
     assert torch.all(cas.runner.nets.pnet.score.bias == 0.25)
     boxes, scores = cascade_proposals(cas, np.zeros((40, 50, 3), np.uint8), "rnet")
     assert boxes.shape[1] == 4 and len(boxes) == len(scores)
+
+
+def test_resumed_pnet_run_equals_an_uninterrupted_one(tmp_path):
+    """Stopped after 1 iteration (mid-epoch) and resumed: same weights and losses as one run."""
+    data = make_toy_dataset(tmp_path, n=4)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    st = train_mtcnn(_cfg(data, straight, epochs=2))
+    assert st.iteration >= 4  # more than one iteration per epoch: the stop is mid-epoch
+    train_mtcnn(_cfg(data, resumed, epochs=2, max_iters=1))
+    train_mtcnn(_cfg(data, resumed, epochs=2, resume=True))
+    rows_a = (straight / "train.csv").read_text().splitlines()
+    rows_b = (resumed / "train.csv").read_text().splitlines()
+    col = rows_a[0].split(",").index("total")
+    assert [r.split(",")[0] for r in rows_b] == [r.split(",")[0] for r in rows_a]
+    np.testing.assert_allclose([float(r.split(",")[col]) for r in rows_b[1:]],
+                               [float(r.split(",")[col]) for r in rows_a[1:]], rtol=1e-5)
+    a = read_stage_state(str(straight / "pnet.pth"), "pnet")
+    b = read_stage_state(str(resumed / "pnet.pth"), "pnet")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)

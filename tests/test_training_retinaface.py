@@ -46,8 +46,10 @@ def test_targets_decode_back_to_the_faces():
     assert set(which.tolist()) == {0, 1}
     np.testing.assert_allclose(dec_lm[which == 0], np.repeat(lms[:1].reshape(1, 10), (which == 0).sum(), 0), atol=1e-3)
     # landmark positives: only anchors of the face that has landmarks
-    assert (t.landmark_positive[0].numpy() == (pos & (np.arange(len(pos)) >= 0) & np.isin(
-        np.arange(len(pos)), np.flatnonzero(pos)[which == 0]))).all()
+    expected = np.zeros(len(pos), bool)
+    expected[np.flatnonzero(pos)[which == 0]] = True
+    assert expected.sum() >= 1 and (expected != pos).any()  # some positives belong to face 1
+    np.testing.assert_array_equal(t.landmark_positive[0].numpy(), expected)
 
 
 def test_targets_empty_image():
@@ -209,7 +211,6 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
 
 
-@pytest.mark.slow
 def test_training_reduces_loss_on_toy_data(tmp_path):
     data = make_toy_dataset(tmp_path, n=2)
     run = tmp_path / "run"

@@ -135,7 +135,6 @@ def test_oversampling_fills_exactly_to_n(tmp_path, videos_dir):
     assert len(s.videos[0].samples) == 4
 
 
-@pytest.mark.slow
 def test_real_oversampling_on_the_selfie_pan(tmp_path, videos_dir, detectors):
     """The camera pans to a wall for ~1/4 of the clip: those frames have no face, the rest are
     oversampled to N."""

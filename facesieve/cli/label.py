@@ -89,4 +89,4 @@ def run(args: argparse.Namespace) -> int:
         print(show(f"facesieve label: unreadable image: {msg}; its faces kept without landmarks"), file=sys.stderr)
     print(show(f"{out}: {stats.images} images, {stats.faces} faces, {stats.labelled} with landmarks "
                f"({100 * stats.fraction:.1f}%), {stats.failed_images} unreadable images"))
-    return 1 if stats.failed_images else 0
+    return 1 if stats.failed_images else 0  # written, but some images could not be read
