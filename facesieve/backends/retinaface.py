@@ -103,7 +103,8 @@ def retinaface_runner(
     if backend == "onnxruntime":
         from facesieve.backends.ort_runner import OrtOptions, OrtRunner
 
-        run = OrtRunner(path, backend_options or OrtOptions(threads=threads))
+        # no arena: it would keep the largest call's memory (docs/memory.md)
+        run = OrtRunner(path, backend_options or OrtOptions(threads=threads, arena=False))
     else:
         from facesieve.backends.openvino_runner import OvOptions, OvRunner
 
