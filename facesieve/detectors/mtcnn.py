@@ -438,7 +438,11 @@ class MTCNNDetector(Detector):
     workers: threads running independent pieces of work side by side (default: torch's
         thread count at call time; see ``_map``);
     images_per_task: images per whole-cascade task when a batch is spread over the workers
-        image by image (see ``detect_arrays_raw``).
+        image by image (see ``detect_arrays_raw``);
+    target_size / max_size: rescale each image first (area resampling) so its short side is
+        target_size px unless its long side would exceed max_size (``retinaface.scale_for``;
+        None: original size, the default); boxes and landmarks are mapped back to original
+        pixels, min_face_size is in rescaled pixels.
     """
 
     name = "mtcnn"
@@ -456,6 +460,8 @@ class MTCNNDetector(Detector):
         onet_batch: int = 64,
         workers: int | None = None,
         images_per_task: int = 1,
+        target_size: int | None = None,
+        max_size: int | None = None,
     ) -> None:
         if min_face_size <= 0:
             raise ValueError(f"min_face_size must be > 0, got {min_face_size}")
@@ -474,6 +480,8 @@ class MTCNNDetector(Detector):
         self.onet_batch = max(1, int(onet_batch))
         self.workers = None if workers is None else max(1, int(workers))
         self.images_per_task = max(1, int(images_per_task))
+        self.target_size = target_size
+        self.max_size = max_size
         self._pool: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -735,8 +743,18 @@ class MTCNNDetector(Detector):
 
     def _detect_arrays(self, images: Sequence[np.ndarray], score_threshold: float,
                        nms_threshold: float) -> list[list[Face]]:
+        factors = [1.0] * len(images)
+        if self.target_size is not None or self.max_size is not None:
+            from facesieve.detectors.retinaface import scale_for
+
+            factors = [scale_for(im.shape[0], im.shape[1], self.target_size, self.max_size) for im in images]
+            images = [im if f == 1.0 else cv2.resize(
+                im, (max(1, round(im.shape[1] * f)), max(1, round(im.shape[0] * f))), interpolation=cv2.INTER_AREA)
+                for im, f in zip(images, factors)]
         out = []
-        for boxes, scores, lms in self.detect_arrays_raw(images, score_threshold, nms_threshold):
+        for (boxes, scores, lms), f in zip(self.detect_arrays_raw(images, score_threshold, nms_threshold), factors):
+            if f != 1.0:
+                boxes, lms = boxes / np.float32(f), lms / np.float32(f)
             out.append(faces_from_arrays(boxes, scores, lms, detector=self.name))
         return out
 
