@@ -148,6 +148,17 @@ class IntegralImages:
 
         (map_fn or (lambda f, xs: [f(x) for x in xs]))(fill, range(len(images)))
 
+    @classmethod
+    def of_table(cls, sat: np.ndarray) -> "IntegralImages":
+        """One image given by its (H + 1, W + 1, 4) uint32 table (e.g. ``band_table``)."""
+        self = cls.__new__(cls)
+        self.shapes = [(sat.shape[0] - 1, sat.shape[1] - 1)]
+        self.offsets = np.zeros(1, np.int64)
+        self.table = np.ascontiguousarray(sat).reshape(-1, 4)
+        self.packed = self.table.view(np.complex128).reshape(-1)
+        self.strides = np.array([sat.shape[1]], np.int64)
+        return self
+
     def sat(self, i: int) -> np.ndarray:
         h, w = self.shapes[i]
         o = int(self.offsets[i])
@@ -200,17 +211,25 @@ def _bin_means(sums: np.ndarray, bin_h: np.ndarray, bin_w: np.ndarray, network_i
     return out[..., :3]
 
 
-def resize_area(sat: np.ndarray, height: int, width: int, network_input: bool = False) -> np.ndarray:
+def resize_area(sat: np.ndarray, height: int, width: int, network_input: bool = False,
+                rows: tuple[int, int] | None = None, in_height: int | None = None, sat_row0: int = 0
+                ) -> np.ndarray:
     """Whole image (given by its (H + 1, W + 1, 4) summed-area table) -> (height, width, 3)
     float32 0..255, equal to ``torch.nn.functional.interpolate(img, (height, width),
     mode="area")`` (bin sum / bin height / bin width in float32); ``normalize``d with
-    ``network_input``."""
-    h_in, w_in = sat.shape[0] - 1, sat.shape[1] - 1
+    ``network_input``.
+
+    rows: only output rows [r0, r1) of it; then ``sat`` may be the table of just the input
+    rows they read (from input row ``sat_row0`` of an ``in_height``-row image, see
+    ``band_table``): the same values, without a table of the whole image."""
+    h_in, w_in = (sat.shape[0] - 1 if in_height is None else in_height), sat.shape[1] - 1
     ylo, yhi = area_bins(np.zeros(1), np.array([h_in]), height)
     xlo, xhi = area_bins(np.zeros(1), np.array([w_in]), width)
-    rows = np.take(sat, yhi[0], axis=0)  # (height, W + 1, 4), contiguous row copies
-    rows -= np.take(sat, ylo[0], axis=0)
-    packed = rows.view(np.complex128)[..., 0]  # (height, W + 1), one 16-byte item per entry
+    if rows is not None:
+        ylo, yhi = ylo[:, rows[0]:rows[1]], yhi[:, rows[0]:rows[1]]
+    diff = np.take(sat, yhi[0] - sat_row0, axis=0)  # (height, W + 1, 4), contiguous row copies
+    diff -= np.take(sat, ylo[0] - sat_row0, axis=0)
+    packed = diff.view(np.complex128)[..., 0]  # (height, W + 1), one 16-byte item per entry
     s = take_entries(packed, xhi[0], axis=1)
     s -= take_entries(packed, xlo[0], axis=1)
     return _bin_means(s, yhi[0] - ylo[0], xhi[0] - xlo[0], network_input)
@@ -234,6 +253,73 @@ def crop_resize_area(ii: IntegralImages, image: np.ndarray, y0: np.ndarray, y1: 
     s -= ii.gather(row_hi + xl)
     s += ii.gather(row_lo + xl)
     return _bin_means(s, yhi - ylo, xhi - xlo, network_input)
+
+
+def band_table(image: np.ndarray, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+    """Summed-area table ((y1 - y0 + 1, x1 - x0 + 1, 4) uint32, as ``IntegralImages.sat``) of
+    rows [y0, y1) x cols [x0, x1) of an RGB uint8 image: differences of its entries equal the
+    whole image's table's for rectangles inside the region."""
+    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    out = np.empty((region.shape[0] + 1, region.shape[1] + 1, 4), np.uint32)
+    cv2.integral(cv2.cvtColor(region, cv2.COLOR_RGB2RGBA), sum=out.view(np.int32), sdepth=cv2.CV_32S)
+    return out
+
+
+class BandedImages:
+    """What the cascade reads from ``IntegralImages``, for images too large for a summed-area
+    table of the whole image (16 bytes per pixel: 1.7 GB at 108 MP): crops are resampled from
+    tables of just the rows and columns they cover, up to ``max_pixels`` pixels of image per
+    table (a crop larger than that is summed separably, bins of rows then of columns). The
+    same integer bin sums, so the same crops as ``crop_resize_area``; memory O(max_pixels)."""
+
+    def __init__(self, images: Sequence[np.ndarray], max_pixels: int) -> None:
+        self.images = images
+        self.shapes = [im.shape[:2] for im in images]
+        self.max_pixels = int(max_pixels)
+
+    def crops(self, image: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+              size: int, network_input: bool = False) -> np.ndarray:
+        """As ``crop_resize_area(ii, image, y0, y1, x0, x1, size, network_input)``."""
+        n = len(y0)
+        out = np.empty((n, size, size, 3), np.float32)
+        order = np.lexsort((y0, image))
+        k = 0
+        while k < n:
+            i = int(image[order[k]])
+            lo, hi, clo, chi = int(y0[order[k]]), int(y1[order[k]]), int(x0[order[k]]), int(x1[order[k]])
+            if (hi - lo) * (chi - clo) > self.max_pixels:  # one huge crop
+                j = order[k]
+                out[j] = self._separable(self.images[i], lo, hi, clo, chi, size, network_input)
+                k += 1
+                continue
+            end = k + 1
+            while end < n and int(image[order[end]]) == i:
+                j = order[end]
+                nlo, nhi = lo, max(hi, int(y1[j]))
+                nclo, nchi = min(clo, int(x0[j])), max(chi, int(x1[j]))
+                if (nhi - nlo) * (nchi - nclo) > self.max_pixels:
+                    break
+                hi, clo, chi = nhi, nclo, nchi
+                end += 1
+            group = order[k:end]
+            sat = band_table(self.images[i], lo, hi, clo, chi)
+            ii = IntegralImages.of_table(sat)
+            out[group] = crop_resize_area(ii, np.zeros(len(group), np.int64), y0[group] - lo, y1[group] - lo,
+                                          x0[group] - clo, x1[group] - clo, size, network_input)
+            k = end
+        return out
+
+    @staticmethod
+    def _separable(image: np.ndarray, y0: int, y1: int, x0: int, x1: int, size: int, network_input: bool
+                   ) -> np.ndarray:
+        ylo, yhi = area_bins(np.array([y0]), np.array([y1 - y0]), size)
+        xlo, xhi = area_bins(np.array([0]), np.array([x1 - x0]), size)
+        region = image[:, x0:x1]
+        rows = np.stack([region[a:b].sum(axis=0, dtype=np.uint32) for a, b in zip(ylo[0], yhi[0])])  # (size, w, 3)
+        cum = np.zeros((size, x1 - x0 + 1, 4), np.uint32)
+        np.cumsum(rows, axis=1, dtype=np.uint32, out=cum[:, 1:, :3])
+        sums = np.take(cum, xhi[0], axis=1) - np.take(cum, xlo[0], axis=1)  # (size, size, 4)
+        return _bin_means(sums, yhi[0] - ylo[0], xhi[0] - xlo[0], network_input)
 
 
 # ----------------------------------------------------------------------------- pyramid
@@ -442,7 +528,11 @@ class MTCNNDetector(Detector):
     target_size / max_size: rescale each image first (area resampling) so its short side is
         target_size px unless its long side would exceed max_size (``retinaface.scale_for``;
         None: original size, the default); boxes and landmarks are mapped back to original
-        pixels, min_face_size is in rescaled pixels.
+        pixels, min_face_size is in rescaled pixels;
+    max_table_pixels: above this many pixels per cascade call, the pyramid levels, P-Net
+        maps and crop tables are computed band by band from the image (``BandedImages``,
+        ``_pnet_hits_banded``) instead of from whole-image tables (16 bytes per pixel) and
+        whole levels: the same faces, memory bounded (docs/memory.md).
     """
 
     name = "mtcnn"
@@ -462,6 +552,7 @@ class MTCNNDetector(Detector):
         images_per_task: int = 1,
         target_size: int | None = None,
         max_size: int | None = None,
+        max_table_pixels: int = 16_000_000,
     ) -> None:
         if min_face_size <= 0:
             raise ValueError(f"min_face_size must be > 0, got {min_face_size}")
@@ -482,6 +573,7 @@ class MTCNNDetector(Detector):
         self.images_per_task = max(1, int(images_per_task))
         self.target_size = target_size
         self.max_size = max_size
+        self.max_table_pixels = int(max_table_pixels)
         self._pool: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -586,23 +678,72 @@ class MTCNNDetector(Detector):
         self._map(run_canvas, list(by_canvas.values()))
         return [(i, s) for i, s, _, _ in levels], probs, regs
 
-    def _stage_pnet(self, images: Sequence[np.ndarray], ii: IntegralImages
+    def _pnet_hits_banded(self, images: Sequence[np.ndarray]
+                          ) -> tuple[list[tuple[int, float]], list[tuple[np.ndarray, ...]]]:
+        """P-Net cells scoring >= thresholds[0] on every pyramid level, computed one row band
+        of a level at a time (``split_rows``), each band resampled from a table of just the
+        image rows it reads: memory O(pnet_max_pixels) instead of whole levels, tables and
+        maps. Returns the levels as (image index, scale) and per level (rows, cols, scores,
+        regressions (N, 4)) in row-major order: what thresholding ``pnet_maps`` gives."""
+        levels: list[tuple[int, float]] = []
+        tasks = []
+        for i, im in enumerate(images):
+            h, w = im.shape[:2]
+            for scale in pyramid_scales(h, w, self.min_face_size, self.factor):
+                lh, lw = level_size(h, w, scale)
+                tasks += [(len(levels), i, lh, lw, band) for band in split_rows(lh, lw, self.pnet_max_pixels)]
+                levels.append((i, scale))
+
+        def run(task: tuple[int, int, int, int, tuple[int, int, int, int]]) -> tuple[np.ndarray, ...]:
+            _, i, lh, lw, (row0, rows, out_row0, out_rows) = task
+            image = images[i]
+            ylo, yhi = area_bins(np.zeros(1), np.array([image.shape[0]]), lh)
+            a, b = int(ylo[0, row0]), int(yhi[0, row0 + rows - 1])
+            pixels = resize_area(band_table(image, a, b), lh, lw, network_input=True, rows=(row0, row0 + rows),
+                                 in_height=image.shape[0], sat_row0=a)
+            ch, cw = rows + (rows & 1), lw + (lw & 1)
+            canvas = np.zeros((1, ch, cw, 3), np.float32)
+            canvas[0, :rows, :lw] = pixels
+            edge = np.full((1, 1, ch - 2, cw - 2), EDGE_VALUE, np.float32)
+            edge[0, 0, :rows - 2, :lw - 2] = 0.0
+            prob, reg = self.runner.pnet(canvas.transpose(0, 3, 1, 2), edge)
+            w_out = pnet_output_size(lw)
+            p, r = prob[0, :out_rows, :w_out], reg[0, :, :out_rows, :w_out]
+            y, x = np.nonzero(p >= self.thresholds[0])
+            return y + out_row0, x, p[y, x], r[:, y, x].T
+
+        parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in levels]
+        for task, out in zip(tasks, self._map(run, tasks)):
+            parts[task[0]].append(out)
+        hits = [tuple(np.concatenate(a) for a in zip(*ps)) if ps else
+                (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
+                for ps in parts]
+        return levels, hits
+
+    def _stage_pnet(self, images: Sequence[np.ndarray], ii: IntegralImages | BandedImages
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All pyramid levels of all images through P-Net. Returns the R-Net candidates:
         image index (N,), boxes (N, 4) float32 in reference coordinates (after NMS per level
         and per image, regression and squaring), P-Net scores (N,)."""
-        levels, probs, regs = self.pnet_maps(images, ii)
-        hits = [np.nonzero(p >= self.thresholds[0]) for p in probs]
-        counts = np.array([len(y) for y, _ in hits], np.int64)
+        if isinstance(ii, BandedImages):
+            levels, hits = self._pnet_hits_banded(images)
+        else:
+            levels, probs, regs = self.pnet_maps(images, ii)
+            hits = []
+            for p, r in zip(probs, regs):
+                y, x = np.nonzero(p >= self.thresholds[0])
+                hits.append((y, x, p[y, x], r[:, y, x].T))
+            del probs, regs
+        counts = np.array([len(h[0]) for h in hits], np.int64)
         if not counts.sum():
             return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         lvl = np.repeat(np.arange(len(levels)), counts)
         img_idx = np.array([i for i, _ in levels], np.int64)[lvl]
         scale = np.array([s for _, s in levels], np.float32)[lvl]
-        gy = np.concatenate([y for y, _ in hits]).astype(np.float32)
-        gx = np.concatenate([x for _, x in hits]).astype(np.float32)
-        score = np.concatenate([p[h] for p, h in zip(probs, hits)])
-        reg = np.concatenate([r[:, y, x].T for r, (y, x) in zip(regs, hits)])
+        gy = np.concatenate([h[0] for h in hits]).astype(np.float32)
+        gx = np.concatenate([h[1] for h in hits]).astype(np.float32)
+        score = np.concatenate([h[2] for h in hits])
+        reg = np.concatenate([h[3] for h in hits])
         # Window of cell (gy, gx), float32 as the reference computes it.
         stride, cell = np.float32(PNET_STRIDE), np.float32(PNET_CELL)
         boxes = np.stack([
@@ -619,7 +760,7 @@ class MTCNNDetector(Detector):
 
     # -------------------------------------------------------------------- crops
 
-    def _crop_net(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray, size: int
+    def _crop_net(self, ii: IntegralImages | BandedImages, img_idx: np.ndarray, boxes: np.ndarray, size: int
                   ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Reference crops of ``boxes`` (reference coordinates) of images ``img_idx``,
         area-resampled to size x size, normalised and run through R-Net (24) or O-Net (48),
@@ -635,7 +776,10 @@ class MTCNNDetector(Detector):
 
         def run(part: np.ndarray) -> tuple[np.ndarray, ...]:
             k = sel[part]
-            crops = crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size, network_input=True)
+            if isinstance(ii, BandedImages):
+                crops = ii.crops(img_idx[k], y0[k], y1[k], x0[k], x1[k], size, network_input=True)
+            else:
+                crops = crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size, network_input=True)
             return net(crops.transpose(0, 3, 1, 2))
 
         outs = self._map(run, self._chunks(len(sel), self.rnet_batch if size == 24 else self.onet_batch))
@@ -643,7 +787,7 @@ class MTCNNDetector(Detector):
 
     # -------------------------------------------------------------------- cascade
 
-    def _stage_rnet(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray
+    def _stage_rnet(self, ii: IntegralImages | BandedImages, img_idx: np.ndarray, boxes: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """R-Net on the P-Net candidates -> O-Net candidates (image index, squared boxes in
         reference coordinates, R-Net scores), after threshold, NMS 0.7 and regression."""
@@ -655,7 +799,7 @@ class MTCNNDetector(Detector):
         boxes = square_boxes(regress_boxes(boxes[keep], reg[keep], inclusive=True))
         return img_idx[keep], boxes, prob[keep]
 
-    def _stage_onet(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray,
+    def _stage_onet(self, ii: IntegralImages | BandedImages, img_idx: np.ndarray, boxes: np.ndarray,
                     threshold: float, nms_threshold: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """O-Net on the R-Net candidates -> faces: image index, boxes (reference
@@ -712,10 +856,17 @@ class MTCNNDetector(Detector):
                     results[i] = r
         return results
 
+    def _tables(self, images: Sequence[np.ndarray]) -> IntegralImages | BandedImages:
+        """Whole-image summed-area tables (16 bytes per pixel), or above ``max_table_pixels``
+        pixels in all the banded stand-in (same results, memory bounded by the bands)."""
+        if sum(im.shape[0] * im.shape[1] for im in images) > self.max_table_pixels:
+            return BandedImages(images, self.max_table_pixels // 4)
+        return IntegralImages(images, self._map)
+
     def _cascade(self, images: Sequence[np.ndarray], t2: float, nt: float
                  ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The three stages over ``images`` (see ``detect_arrays_raw``)."""
-        ii = IntegralImages(images, self._map)
+        ii = self._tables(images)
         img_idx, boxes, _ = self._stage_pnet(images, ii)
         if len(boxes):
             img_idx, boxes, _ = self._stage_rnet(ii, img_idx, boxes)
@@ -734,7 +885,7 @@ class MTCNNDetector(Detector):
         if stage not in ("rnet", "onet"):
             raise ValueError(f"proposals are for 'rnet' or 'onet', got {stage!r}")
         with _restore_threads():
-            ii = IntegralImages(images, self._map)
+            ii = self._tables(images)
             img_idx, boxes, scores = self._stage_pnet(images, ii)
             if stage == "onet" and len(boxes):
                 img_idx, boxes, scores = self._stage_rnet(ii, img_idx, boxes)
