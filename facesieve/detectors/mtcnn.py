@@ -863,6 +863,9 @@ class MTCNNDetector(Detector):
             return BandedImages(images, self.max_table_pixels // 4)
         return IntegralImages(images, self._map)
 
+    def _detect_big(self, images: Sequence[np.ndarray]) -> bool:
+        return sum(im.shape[0] * im.shape[1] for im in images) > 4_000_000
+
     def _cascade(self, images: Sequence[np.ndarray], t2: float, nt: float
                  ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The three stages over ``images`` (see ``detect_arrays_raw``)."""
@@ -907,6 +910,10 @@ class MTCNNDetector(Detector):
             if f != 1.0:
                 boxes, lms = boxes / np.float32(f), lms / np.float32(f)
             out.append(faces_from_arrays(boxes, scores, lms, detector=self.name))
+        if self._detect_big(images):
+            from facesieve.detectors.retinaface import release_freed_memory
+
+            release_freed_memory()  # hand the freed tables and levels back to the OS
         return out
 
 

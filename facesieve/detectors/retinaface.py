@@ -97,6 +97,30 @@ def scale_for(height: int, width: int, target_size: int | None, max_size: int | 
     return factor
 
 
+TRIM_ABOVE_PIXELS = 4_000_000
+"""After a call that ran more than this many network-input pixels, freed memory is handed
+back to the OS (``release_freed_memory``)."""
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last big call back to the OS (glibc ``malloc_trim``; a no-op
+    elsewhere). glibc keeps freed heap pages of mid-sized buffers (tiles, activations) in
+    the process: after a 48-MP image torch RetinaFace held 410 MB more than before it."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
 @dataclass(frozen=True)
 class _Job:
     """One network input: tile [y0, y1) x [x0, x1) of image ``image``'s pass ``level``.
@@ -435,6 +459,8 @@ class RetinaFaceDetector(Detector):
             else:
                 boxes, scores, points = passes[0]
             results.append(faces_from_arrays(boxes, scores, points, detector=self.name))
+        if sum(h * w for h, w in net_sizes) > TRIM_ABOVE_PIXELS:
+            release_freed_memory()
         return results
 
     def _candidates(
