@@ -211,25 +211,17 @@ def _bin_means(sums: np.ndarray, bin_h: np.ndarray, bin_w: np.ndarray, network_i
     return out[..., :3]
 
 
-def resize_area(sat: np.ndarray, height: int, width: int, network_input: bool = False,
-                rows: tuple[int, int] | None = None, in_height: int | None = None, sat_row0: int = 0
-                ) -> np.ndarray:
+def resize_area(sat: np.ndarray, height: int, width: int, network_input: bool = False) -> np.ndarray:
     """Whole image (given by its (H + 1, W + 1, 4) summed-area table) -> (height, width, 3)
     float32 0..255, equal to ``torch.nn.functional.interpolate(img, (height, width),
     mode="area")`` (bin sum / bin height / bin width in float32); ``normalize``d with
-    ``network_input``.
-
-    rows: only output rows [r0, r1) of it; then ``sat`` may be the table of just the input
-    rows they read (from input row ``sat_row0`` of an ``in_height``-row image, see
-    ``band_table``): the same values, without a table of the whole image."""
-    h_in, w_in = (sat.shape[0] - 1 if in_height is None else in_height), sat.shape[1] - 1
+    ``network_input``."""
+    h_in, w_in = sat.shape[0] - 1, sat.shape[1] - 1
     ylo, yhi = area_bins(np.zeros(1), np.array([h_in]), height)
     xlo, xhi = area_bins(np.zeros(1), np.array([w_in]), width)
-    if rows is not None:
-        ylo, yhi = ylo[:, rows[0]:rows[1]], yhi[:, rows[0]:rows[1]]
-    diff = np.take(sat, yhi[0] - sat_row0, axis=0)  # (height, W + 1, 4), contiguous row copies
-    diff -= np.take(sat, ylo[0] - sat_row0, axis=0)
-    packed = diff.view(np.complex128)[..., 0]  # (height, W + 1), one 16-byte item per entry
+    rows = np.take(sat, yhi[0], axis=0)  # (height, W + 1, 4), contiguous row copies
+    rows -= np.take(sat, ylo[0], axis=0)
+    packed = rows.view(np.complex128)[..., 0]  # (height, W + 1), one 16-byte item per entry
     s = take_entries(packed, xhi[0], axis=1)
     s -= take_entries(packed, xlo[0], axis=1)
     return _bin_means(s, yhi[0] - ylo[0], xhi[0] - xlo[0], network_input)
@@ -288,8 +280,8 @@ class BandedImages:
             i = int(image[order[k]])
             lo, hi, clo, chi = int(y0[order[k]]), int(y1[order[k]]), int(x0[order[k]]), int(x1[order[k]])
             if (hi - lo) * (chi - clo) > self.max_pixels:  # one huge crop
-                j = order[k]
-                out[j] = self._separable(self.images[i], lo, hi, clo, chi, size, network_input)
+                ylo, yhi = area_bins(np.array([lo]), np.array([hi - lo]), size)
+                out[order[k]] = area_rows(self.images[i], ylo[0], yhi[0], clo, chi, size, network_input)
                 k += 1
                 continue
             end = k + 1
@@ -309,17 +301,22 @@ class BandedImages:
             k = end
         return out
 
-    @staticmethod
-    def _separable(image: np.ndarray, y0: int, y1: int, x0: int, x1: int, size: int, network_input: bool
-                   ) -> np.ndarray:
-        ylo, yhi = area_bins(np.array([y0]), np.array([y1 - y0]), size)
-        xlo, xhi = area_bins(np.array([0]), np.array([x1 - x0]), size)
-        region = image[:, x0:x1]
-        rows = np.stack([region[a:b].sum(axis=0, dtype=np.uint32) for a, b in zip(ylo[0], yhi[0])])  # (size, w, 3)
-        cum = np.zeros((size, x1 - x0 + 1, 4), np.uint32)
-        np.cumsum(rows, axis=1, dtype=np.uint32, out=cum[:, 1:, :3])
-        sums = np.take(cum, xhi[0], axis=1) - np.take(cum, xlo[0], axis=1)  # (size, size, 4)
-        return _bin_means(sums, yhi[0] - ylo[0], xhi[0] - xlo[0], network_input)
+
+def area_rows(image: np.ndarray, ylo: np.ndarray, yhi: np.ndarray, x0: int, x1: int, width: int,
+              network_input: bool = False) -> np.ndarray:
+    """Area-resampled rows without a summed-area table: output row i averages image rows
+    [ylo[i], yhi[i]) of columns [x0, x1), resampled to ``width`` columns (``area_bins``).
+    Sums rows then columns in uint32 (exact integers, as the table's differences), then the
+    same float32 division: equal to the matching rows of ``resize_area`` /
+    ``crop_resize_area``. Memory: O(len(ylo) * (x1 - x0)). Returns (len(ylo), width, 3)."""
+    xlo, xhi = area_bins(np.array([0]), np.array([x1 - x0]), width)
+    region = image[:, x0:x1]
+    cum = np.zeros((len(ylo), x1 - x0 + 1, 4), np.uint32)
+    for k, (a, b) in enumerate(zip(ylo.tolist(), yhi.tolist())):
+        np.cumsum(region[a:b].sum(axis=0, dtype=np.uint32), axis=0, dtype=np.uint32, out=cum[k, 1:, :3])
+    sums = np.take(cum, xhi[0], axis=1)
+    sums -= np.take(cum, xlo[0], axis=1)
+    return _bin_means(sums, np.asarray(yhi) - np.asarray(ylo), xhi[0] - xlo[0], network_input)
 
 
 # ----------------------------------------------------------------------------- pyramid
@@ -531,7 +528,7 @@ class MTCNNDetector(Detector):
         pixels, min_face_size is in rescaled pixels;
     max_table_pixels: above this many pixels per cascade call, the pyramid levels, P-Net
         maps and crop tables are computed band by band from the image (``BandedImages``,
-        ``_pnet_hits_banded``) instead of from whole-image tables (16 bytes per pixel) and
+        ``_pnet_hits_banded``, ``area_rows``) instead of from whole-image tables (16 bytes per pixel) and
         whole levels: the same faces, memory bounded (docs/memory.md).
     """
 
@@ -684,23 +681,25 @@ class MTCNNDetector(Detector):
         of a level at a time (``split_rows``), each band resampled from a table of just the
         image rows it reads: memory O(pnet_max_pixels) instead of whole levels, tables and
         maps. Returns the levels as (image index, scale) and per level (rows, cols, scores,
-        regressions (N, 4)) in row-major order: what thresholding ``pnet_maps`` gives."""
+        regressions (N, 4)) in row-major order: what thresholding ``pnet_maps`` gives
+        (bands are exact, ``split_rows``; rows resampled by ``area_rows``)."""
         levels: list[tuple[int, float]] = []
         tasks = []
         for i, im in enumerate(images):
             h, w = im.shape[:2]
             for scale in pyramid_scales(h, w, self.min_face_size, self.factor):
                 lh, lw = level_size(h, w, scale)
-                tasks += [(len(levels), i, lh, lw, band) for band in split_rows(lh, lw, self.pnet_max_pixels)]
+                # bands of <= pnet_max_pixels level pixels and <= 2 MP of image row sums
+                band_px = min(self.pnet_max_pixels, lw * max(PNET_CELL + 2, 2_000_000 // w))
+                tasks += [(len(levels), i, lh, lw, band) for band in split_rows(lh, lw, band_px)]
                 levels.append((i, scale))
 
         def run(task: tuple[int, int, int, int, tuple[int, int, int, int]]) -> tuple[np.ndarray, ...]:
             _, i, lh, lw, (row0, rows, out_row0, out_rows) = task
             image = images[i]
             ylo, yhi = area_bins(np.zeros(1), np.array([image.shape[0]]), lh)
-            a, b = int(ylo[0, row0]), int(yhi[0, row0 + rows - 1])
-            pixels = resize_area(band_table(image, a, b), lh, lw, network_input=True, rows=(row0, row0 + rows),
-                                 in_height=image.shape[0], sat_row0=a)
+            pixels = area_rows(image, ylo[0, row0:row0 + rows], yhi[0, row0:row0 + rows], 0, image.shape[1], lw,
+                               network_input=True)
             ch, cw = rows + (rows & 1), lw + (lw & 1)
             canvas = np.zeros((1, ch, cw, 3), np.float32)
             canvas[0, :rows, :lw] = pixels
