@@ -65,6 +65,12 @@ class GraphRetinaFaceRunner:
                 out[np.ix_(idx, np.flatnonzero(valid))] = part
         return outs[0], outs[1], outs[2]
 
+    def release(self) -> None:
+        """Give back memory the backend keeps from its largest call (``OvRunner.release``)."""
+        release = getattr(self.run, "release", None)
+        if release is not None:
+            release()
+
     def __repr__(self) -> str:
         return f"GraphRetinaFaceRunner({self.run!r})"
 

@@ -460,6 +460,9 @@ class RetinaFaceDetector(Detector):
                 boxes, scores, points = passes[0]
             results.append(faces_from_arrays(boxes, scores, points, detector=self.name))
         if sum(h * w for h, w in net_sizes) > TRIM_ABOVE_PIXELS:
+            release = getattr(self.runner, "release", None)
+            if release is not None:  # OpenVINO keeps its largest inference's buffers
+                release()
             release_freed_memory()
         return results
 
