@@ -138,3 +138,23 @@ def test_tiles_partition_the_pass():
     assert (cover == 1).all()
     with pytest.raises(ValueError, match="max_batch_pixels"):
         facesieve.load("retinaface-mnet025", max_batch_pixels=100_000)
+
+
+def test_detect_cli_scale_options(example_image, tmp_path):
+    """`facesieve detect`: the default finds the portrait once; --single-scale is the original
+    scale alone (partial faces); --max-size detects on a downscaled copy, boxes in original px."""
+    from facesieve.cli import main
+
+    path = tmp_path / "portrait.png"
+    cv2.imwrite(str(path), cv2.cvtColor(astronaut_portrait(example_image), cv2.COLOR_RGB2BGR))
+    counts = {}
+    for name, extra in {"default": [], "single": ["--single-scale"], "max": ["--max-size", "800"]}.items():
+        out = tmp_path / name
+        assert main(["detect", str(path), "--out", str(out), "-q", "--no-draw", "--score-threshold", "0.5", *extra]) == 0
+        faces = json.loads((out / "portrait.json").read_text())["faces"]
+        counts[name] = len(faces)
+        if name != "single":
+            iou = box_iou(np.array([faces[0]["box"]]), np.array([[237.0, 239.0, 1076.0, 1317.0]]))[0, 0]
+            assert iou >= 0.85, (name, faces[0]["box"])
+    assert counts["default"] == counts["max"] == 1 and counts["single"] >= 3, counts
+    assert main(["detect", str(path), "--model", "mtcnn", "--single-scale", "--out", str(tmp_path / "m"), "-q"]) == 2
