@@ -62,7 +62,9 @@ def facesieve_predict(name: str, backend: str, threads: int, score_threshold: fl
     import facesieve
     from facesieve.evaluation.predictions import faces_to_array
 
-    det = facesieve.load(name, backend=backend, threads=threads)
+    # the original-scale protocol of the README's table (RetinaFace's multi-scale default adds passes)
+    det = facesieve.load(name, backend=backend, threads=threads,
+                         **({"multiscale": False} if name.startswith("retinaface") else {}))
     kw = {} if score_threshold is None else {"score_threshold": score_threshold}
     return lambda image: faces_to_array(det.detect(image, **kw))
 

@@ -48,7 +48,7 @@ def test_padded_batch_equals_one_by_one(det, dev_images, monkeypatch):
     forward = det_all.forward
     monkeypatch.setattr(det_all, "forward", lambda b, s: shapes.append(b.shape) or forward(b, s))
     batched = det_all.detect_batch(dev_images, batch_size=4, score_threshold=0.3)
-    assert shapes == [(4, 3, 1388, 1024)]  # one padded tensor for all four
+    assert shapes[0] == (5, 3, 1388, 1024)  # the four base passes (and a half-scale one) in one padded tensor
     single = [det.detect(im, score_threshold=0.3) for im in dev_images]
     assert sum(len(f) for f in single) > 50
     for a, b in zip(single, batched):
@@ -83,6 +83,8 @@ def test_detections_on_a_real_image(det, dev_images, wider_val_dev):
 
 
 def test_groups_keep_huge_images_apart(det, monkeypatch):
+    monkeypatch.setattr(det, "multiscale", False)  # one pass per image, untiled: the groups alone
+    monkeypatch.setattr(det, "max_batch_pixels", 1 << 24)
     sizes = [(9000, 12000), (700, 1024), (768, 1024), (100, 100), (1388, 1024)]
     groups = det._groups(sizes)
     assert sorted(i for g in groups for i in g) == [0, 1, 2, 3, 4]

@@ -65,6 +65,12 @@ class GraphRetinaFaceRunner:
                 out[np.ix_(idx, np.flatnonzero(valid))] = part
         return outs[0], outs[1], outs[2]
 
+    def release(self) -> None:
+        """Give back memory the backend keeps from its largest call (``OvRunner.release``)."""
+        release = getattr(self.run, "release", None)
+        if release is not None:
+            release()
+
     def __repr__(self) -> str:
         return f"GraphRetinaFaceRunner({self.run!r})"
 
@@ -103,7 +109,8 @@ def retinaface_runner(
     if backend == "onnxruntime":
         from facesieve.backends.ort_runner import OrtOptions, OrtRunner
 
-        run = OrtRunner(path, backend_options or OrtOptions(threads=threads))
+        # no arena: it would keep the largest call's memory (docs/memory.md)
+        run = OrtRunner(path, backend_options or OrtOptions(threads=threads, arena=False))
     else:
         from facesieve.backends.openvino_runner import OvOptions, OvRunner
 

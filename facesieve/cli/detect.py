@@ -67,6 +67,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="NMS IoU threshold (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="images per forward pass (default: the model's)")
+    g = p.add_argument_group("scale (see README: 'Image size and scale')")
+    g.add_argument("--max-size", type=positive_int, default=None, metavar="PX",
+                   help="downscale each image so its long side is at most PX before detection "
+                   "(boxes in original pixels; default: original size)")
+    g.add_argument("--target-size", type=positive_int, default=None, metavar="PX",
+                   help="rescale each image so its short side is PX (capped by --max-size)")
+    g.add_argument("--single-scale", action="store_true",
+                   help="RetinaFace: one pass at that scale only (the WIDER FACE protocol); default: "
+                   "also coarser passes, so that faces larger than its anchors are found whole")
     p.add_argument("--jsonl", action="store_true", help="write one detections.jsonl instead of a JSON per image")
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
     p.add_argument("--coco", action="store_true",
@@ -244,6 +253,20 @@ def coco_detections(records: Sequence[dict[str, Any]], model: str = "") -> dict[
     }
 
 
+def scale_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``facesieve.load`` options of --max-size / --target-size / --single-scale (only those given)."""
+    opts: dict[str, Any] = {}
+    if args.max_size is not None:
+        opts["max_size"] = args.max_size
+    if args.target_size is not None:
+        opts["target_size"] = args.target_size
+    if args.single_scale:
+        if not args.model.startswith("retinaface"):
+            raise ValueError("--single-scale is a RetinaFace option (MTCNN's pyramid covers every face size)")
+        opts["multiscale"] = False
+    return opts
+
+
 def run(args: argparse.Namespace) -> int:
     import facesieve
     from facesieve.io import atomic_open, atomic_write_bytes, atomic_write_text
@@ -285,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
     t_load = time.perf_counter()
     try:
         detector = facesieve.load(args.model, weights=args.weights, device=args.device,
-                                  backend=args.backend, threads=args.threads)
+                                  backend=args.backend, threads=args.threads, **scale_options(args))
     except Exception as e:  # report, do not dump a traceback for a bad --weights/--device
         print(display_path(f"facesieve detect: error: cannot load model {args.model!r}: {e}"), file=sys.stderr)
         summary.error = f"cannot load model {args.model!r}: {e}"

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--out", metavar="PRED_DIR", help="output folder (default: widerface_<model>, or the --predictions folder)")
     w.add_argument("--score-threshold", type=float, default=0.02, help="detector score threshold (default: 0.02)")
     w.add_argument("--nms-threshold", type=float, default=0.4, help="detector NMS IoU threshold (default: 0.4)")
+    w.add_argument("--scales", choices=("protocol", "detect"), default="protocol",
+                   help="protocol: one pass at the original size, the WIDER FACE protocol of the published "
+                   "APs (default); detect: the model's own scales, as `facesieve detect` runs it "
+                   "(RetinaFace: multi-scale, see README)")
     w.add_argument("--limit", type=int, help="run only the first N images (sorted by <event>/<file>)")
     w.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     w.add_argument("--gt", choices=("auto", "mat", "text"), default="auto",
@@ -80,12 +84,14 @@ def run_widerface(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 progress=show_progress(args),
                 gt_source=args.gt,
+                scales="protocol" if args.scales == "protocol" else "detector",
             )
     except (WiderFaceDataError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     info = result["info"]
-    print(f"WIDER FACE AP ({info['num_images']} images, gt: {info['gt_source']}): {format_aps(result)}")
+    scales = f", scales: {args.scales}" if not args.predictions else ""
+    print(f"WIDER FACE AP ({info['num_images']} images, gt: {info['gt_source']}{scales}): {format_aps(result)}")
     if info["gt_source"] == "text":
         print("note: easy/medium/hard from the text GT are approximate, not the official .mat settings", file=sys.stderr)
     if not args.quiet:

@@ -64,11 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fallback when the primary finds fewer confident faces (default: %(default)s)")
     g.add_argument("--confident-score", type=unit_float, default=0.9, metavar="S",
                    help="score a primary face needs to count as found (default: %(default)s)")
-    g.add_argument("--detect-max-side", type=_side, default=960, metavar="PX",
-                   help="downscale frames to this long side for the primary detector, 'full' = no "
-                        "downscaling (default: %(default)s)")
-    g.add_argument("--fallback-max-side", type=_side, default=960, metavar="PX",
-                   help="same for the fallback detector (default: %(default)s)")
+    g.add_argument("--max-size", "--detect-max-side", dest="detect_max_side", type=_side, default=960,
+                   metavar="PX", help="downscale frames to this long side for the primary detector, 'full' = no "
+                        "downscaling (as `facesieve detect --max-size`; default: %(default)s)")
+    g.add_argument("--fallback-max-size", "--fallback-max-side", dest="fallback_max_side", type=_side,
+                   default=960, metavar="PX", help="same for the fallback detector (default: %(default)s)")
     g.add_argument("--min-face-size", type=positive_float, default=None, metavar="PX",
                    help="MTCNN smallest face in detector-input pixels (default: MTCNN's 20)")
     g.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")

@@ -149,6 +149,17 @@ class IntegralImages:
 
         (map_fn or (lambda f, xs: [f(x) for x in xs]))(fill, range(len(images)))
 
+    @classmethod
+    def of_table(cls, sat: np.ndarray) -> "IntegralImages":
+        """One image given by its (H + 1, W + 1, 4) uint32 table (e.g. ``band_table``)."""
+        self = cls.__new__(cls)
+        self.shapes = [(sat.shape[0] - 1, sat.shape[1] - 1)]
+        self.offsets = np.zeros(1, np.int64)
+        self.table = np.ascontiguousarray(sat).reshape(-1, 4)
+        self.packed = self.table.view(np.complex128).reshape(-1)
+        self.strides = np.array([sat.shape[1]], np.int64)
+        return self
+
     def sat(self, i: int) -> np.ndarray:
         h, w = self.shapes[i]
         o = int(self.offsets[i])
@@ -235,6 +246,78 @@ def crop_resize_area(ii: IntegralImages, image: np.ndarray, y0: np.ndarray, y1: 
     s -= ii.gather(row_hi + xl)
     s += ii.gather(row_lo + xl)
     return _bin_means(s, yhi - ylo, xhi - xlo, network_input)
+
+
+def band_table(image: np.ndarray, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+    """Summed-area table ((y1 - y0 + 1, x1 - x0 + 1, 4) uint32, as ``IntegralImages.sat``) of
+    rows [y0, y1) x cols [x0, x1) of an RGB uint8 image: differences of its entries equal the
+    whole image's table's for rectangles inside the region."""
+    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    out = np.empty((region.shape[0] + 1, region.shape[1] + 1, 4), np.uint32)
+    cv2.integral(cv2.cvtColor(region, cv2.COLOR_RGB2RGBA), sum=out.view(np.int32), sdepth=cv2.CV_32S)
+    return out
+
+
+class BandedImages:
+    """What the cascade reads from ``IntegralImages``, for images too large for a summed-area
+    table of the whole image (16 bytes per pixel: 1.7 GB at 108 MP): crops are resampled from
+    tables of just the rows and columns they cover, up to ``max_pixels`` pixels of image per
+    table (a crop larger than that is summed separably, bins of rows then of columns). The
+    same integer bin sums, so the same crops as ``crop_resize_area``; memory O(max_pixels)."""
+
+    def __init__(self, images: Sequence[np.ndarray], max_pixels: int) -> None:
+        self.images = images
+        self.shapes = [im.shape[:2] for im in images]
+        self.max_pixels = int(max_pixels)
+
+    def crops(self, image: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+              size: int, network_input: bool = False) -> np.ndarray:
+        """As ``crop_resize_area(ii, image, y0, y1, x0, x1, size, network_input)``."""
+        n = len(y0)
+        out = np.empty((n, size, size, 3), np.float32)
+        order = np.lexsort((y0, image))
+        k = 0
+        while k < n:
+            i = int(image[order[k]])
+            lo, hi, clo, chi = int(y0[order[k]]), int(y1[order[k]]), int(x0[order[k]]), int(x1[order[k]])
+            if (hi - lo) * (chi - clo) > self.max_pixels:  # one huge crop
+                ylo, yhi = area_bins(np.array([lo]), np.array([hi - lo]), size)
+                out[order[k]] = area_rows(self.images[i], ylo[0], yhi[0], clo, chi, size, network_input)
+                k += 1
+                continue
+            end = k + 1
+            while end < n and int(image[order[end]]) == i:
+                j = order[end]
+                nlo, nhi = lo, max(hi, int(y1[j]))
+                nclo, nchi = min(clo, int(x0[j])), max(chi, int(x1[j]))
+                if (nhi - nlo) * (nchi - nclo) > self.max_pixels:
+                    break
+                hi, clo, chi = nhi, nclo, nchi
+                end += 1
+            group = order[k:end]
+            sat = band_table(self.images[i], lo, hi, clo, chi)
+            ii = IntegralImages.of_table(sat)
+            out[group] = crop_resize_area(ii, np.zeros(len(group), np.int64), y0[group] - lo, y1[group] - lo,
+                                          x0[group] - clo, x1[group] - clo, size, network_input)
+            k = end
+        return out
+
+
+def area_rows(image: np.ndarray, ylo: np.ndarray, yhi: np.ndarray, x0: int, x1: int, width: int,
+              network_input: bool = False) -> np.ndarray:
+    """Area-resampled rows without a summed-area table: output row i averages image rows
+    [ylo[i], yhi[i]) of columns [x0, x1), resampled to ``width`` columns (``area_bins``).
+    Sums rows then columns in uint32 (exact integers, as the table's differences), then the
+    same float32 division: equal to the matching rows of ``resize_area`` /
+    ``crop_resize_area``. Memory: O(len(ylo) * (x1 - x0)). Returns (len(ylo), width, 3)."""
+    xlo, xhi = area_bins(np.array([0]), np.array([x1 - x0]), width)
+    region = image[:, x0:x1]
+    cum = np.zeros((len(ylo), x1 - x0 + 1, 4), np.uint32)
+    for k, (a, b) in enumerate(zip(ylo.tolist(), yhi.tolist())):
+        np.cumsum(region[a:b].sum(axis=0, dtype=np.uint32), axis=0, dtype=np.uint32, out=cum[k, 1:, :3])
+    sums = np.take(cum, xhi[0], axis=1)
+    sums -= np.take(cum, xlo[0], axis=1)
+    return _bin_means(sums, np.asarray(yhi) - np.asarray(ylo), xhi[0] - xlo[0], network_input)
 
 
 # ----------------------------------------------------------------------------- pyramid
@@ -439,7 +522,15 @@ class MTCNNDetector(Detector):
     workers: threads running independent pieces of work side by side (default: torch's
         thread count at call time; see ``_map``);
     images_per_task: images per whole-cascade task when a batch is spread over the workers
-        image by image (see ``detect_arrays_raw``).
+        image by image (see ``detect_arrays_raw``);
+    target_size / max_size: rescale each image first (area resampling) so its short side is
+        target_size px unless its long side would exceed max_size (``retinaface.scale_for``;
+        None: original size, the default); boxes and landmarks are mapped back to original
+        pixels, min_face_size is in rescaled pixels;
+    max_table_pixels: above this many pixels per cascade call, the pyramid levels, P-Net
+        maps and crop tables are computed band by band from the image (``BandedImages``,
+        ``_pnet_hits_banded``, ``area_rows``) instead of from whole-image tables (16 bytes per pixel) and
+        whole levels: the same faces, memory bounded (docs/memory.md).
     """
 
     name = "mtcnn"
@@ -457,6 +548,9 @@ class MTCNNDetector(Detector):
         onet_batch: int = 64,
         workers: int | None = None,
         images_per_task: int = 1,
+        target_size: int | None = None,
+        max_size: int | None = None,
+        max_table_pixels: int = 16_000_000,
     ) -> None:
         if min_face_size <= 0:
             raise ValueError(f"min_face_size must be > 0, got {min_face_size}")
@@ -475,6 +569,9 @@ class MTCNNDetector(Detector):
         self.onet_batch = max(1, int(onet_batch))
         self.workers = None if workers is None else max(1, int(workers))
         self.images_per_task = max(1, int(images_per_task))
+        self.target_size = target_size
+        self.max_size = max_size
+        self.max_table_pixels = int(max_table_pixels)
         self._pool: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -579,23 +676,74 @@ class MTCNNDetector(Detector):
         self._map(run_canvas, list(by_canvas.values()))
         return [(i, s) for i, s, _, _ in levels], probs, regs
 
-    def _stage_pnet(self, images: Sequence[np.ndarray], ii: IntegralImages
+    def _pnet_hits_banded(self, images: Sequence[np.ndarray]
+                          ) -> tuple[list[tuple[int, float]], list[tuple[np.ndarray, ...]]]:
+        """P-Net cells scoring >= thresholds[0] on every pyramid level, computed one row band
+        of a level at a time (``split_rows``), each band resampled from a table of just the
+        image rows it reads: memory O(pnet_max_pixels) instead of whole levels, tables and
+        maps. Returns the levels as (image index, scale) and per level (rows, cols, scores,
+        regressions (N, 4)) in row-major order: what thresholding ``pnet_maps`` gives
+        (bands are exact, ``split_rows``; rows resampled by ``area_rows``)."""
+        levels: list[tuple[int, float]] = []
+        tasks = []
+        for i, im in enumerate(images):
+            h, w = im.shape[:2]
+            for scale in pyramid_scales(h, w, self.min_face_size, self.factor):
+                lh, lw = level_size(h, w, scale)
+                # bands of <= pnet_max_pixels level pixels and <= 2 MP of image row sums
+                band_px = min(self.pnet_max_pixels, lw * max(PNET_CELL + 2, 2_000_000 // w))
+                tasks += [(len(levels), i, lh, lw, band) for band in split_rows(lh, lw, band_px)]
+                levels.append((i, scale))
+
+        def run(task: tuple[int, int, int, int, tuple[int, int, int, int]]) -> tuple[np.ndarray, ...]:
+            _, i, lh, lw, (row0, rows, out_row0, out_rows) = task
+            image = images[i]
+            ylo, yhi = area_bins(np.zeros(1), np.array([image.shape[0]]), lh)
+            pixels = area_rows(image, ylo[0, row0:row0 + rows], yhi[0, row0:row0 + rows], 0, image.shape[1], lw,
+                               network_input=True)
+            ch, cw = rows + (rows & 1), lw + (lw & 1)
+            canvas = np.zeros((1, ch, cw, 3), np.float32)
+            canvas[0, :rows, :lw] = pixels
+            edge = np.full((1, 1, ch - 2, cw - 2), EDGE_VALUE, np.float32)
+            edge[0, 0, :rows - 2, :lw - 2] = 0.0
+            prob, reg = self.runner.pnet(canvas.transpose(0, 3, 1, 2), edge)
+            w_out = pnet_output_size(lw)
+            p, r = prob[0, :out_rows, :w_out], reg[0, :, :out_rows, :w_out]
+            y, x = np.nonzero(p >= self.thresholds[0])
+            return y + out_row0, x, p[y, x], r[:, y, x].T
+
+        parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in levels]
+        for task, out in zip(tasks, self._map(run, tasks)):
+            parts[task[0]].append(out)
+        hits = [tuple(np.concatenate(a) for a in zip(*ps)) if ps else
+                (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
+                for ps in parts]
+        return levels, hits
+
+    def _stage_pnet(self, images: Sequence[np.ndarray], ii: IntegralImages | BandedImages
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All pyramid levels of all images through P-Net. Returns the R-Net candidates:
         image index (N,), boxes (N, 4) float32 in reference coordinates (after NMS per level
         and per image, regression and squaring), P-Net scores (N,)."""
-        levels, probs, regs = self.pnet_maps(images, ii)
-        hits = [np.nonzero(p >= self.thresholds[0]) for p in probs]
-        counts = np.array([len(y) for y, _ in hits], np.int64)
+        if isinstance(ii, BandedImages):
+            levels, hits = self._pnet_hits_banded(images)
+        else:
+            levels, probs, regs = self.pnet_maps(images, ii)
+            hits = []
+            for p, r in zip(probs, regs):
+                y, x = np.nonzero(p >= self.thresholds[0])
+                hits.append((y, x, p[y, x], r[:, y, x].T))
+            del probs, regs
+        counts = np.array([len(h[0]) for h in hits], np.int64)
         if not counts.sum():
             return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         lvl = np.repeat(np.arange(len(levels)), counts)
         img_idx = np.array([i for i, _ in levels], np.int64)[lvl]
         scale = np.array([s for _, s in levels], np.float32)[lvl]
-        gy = np.concatenate([y for y, _ in hits]).astype(np.float32)
-        gx = np.concatenate([x for _, x in hits]).astype(np.float32)
-        score = np.concatenate([p[h] for p, h in zip(probs, hits)])
-        reg = np.concatenate([r[:, y, x].T for r, (y, x) in zip(regs, hits)])
+        gy = np.concatenate([h[0] for h in hits]).astype(np.float32)
+        gx = np.concatenate([h[1] for h in hits]).astype(np.float32)
+        score = np.concatenate([h[2] for h in hits])
+        reg = np.concatenate([h[3] for h in hits])
         # Window of cell (gy, gx), float32 as the reference computes it.
         stride, cell = np.float32(PNET_STRIDE), np.float32(PNET_CELL)
         boxes = np.stack([
@@ -612,7 +760,7 @@ class MTCNNDetector(Detector):
 
     # -------------------------------------------------------------------- crops
 
-    def _crop_net(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray, size: int
+    def _crop_net(self, ii: IntegralImages | BandedImages, img_idx: np.ndarray, boxes: np.ndarray, size: int
                   ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Reference crops of ``boxes`` (reference coordinates) of images ``img_idx``,
         area-resampled to size x size, normalised and run through R-Net (24) or O-Net (48),
@@ -628,7 +776,10 @@ class MTCNNDetector(Detector):
 
         def run(part: np.ndarray) -> tuple[np.ndarray, ...]:
             k = sel[part]
-            crops = crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size, network_input=True)
+            if isinstance(ii, BandedImages):
+                crops = ii.crops(img_idx[k], y0[k], y1[k], x0[k], x1[k], size, network_input=True)
+            else:
+                crops = crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size, network_input=True)
             return net(crops.transpose(0, 3, 1, 2))
 
         outs = self._map(run, self._chunks(len(sel), self.rnet_batch if size == 24 else self.onet_batch))
@@ -636,7 +787,7 @@ class MTCNNDetector(Detector):
 
     # -------------------------------------------------------------------- cascade
 
-    def _stage_rnet(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray
+    def _stage_rnet(self, ii: IntegralImages | BandedImages, img_idx: np.ndarray, boxes: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """R-Net on the P-Net candidates -> O-Net candidates (image index, squared boxes in
         reference coordinates, R-Net scores), after threshold, NMS 0.7 and regression."""
@@ -648,7 +799,7 @@ class MTCNNDetector(Detector):
         boxes = square_boxes(regress_boxes(boxes[keep], reg[keep], inclusive=True))
         return img_idx[keep], boxes, prob[keep]
 
-    def _stage_onet(self, ii: IntegralImages, img_idx: np.ndarray, boxes: np.ndarray,
+    def _stage_onet(self, ii: IntegralImages | BandedImages, img_idx: np.ndarray, boxes: np.ndarray,
                     threshold: float, nms_threshold: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """O-Net on the R-Net candidates -> faces: image index, boxes (reference
@@ -706,10 +857,20 @@ class MTCNNDetector(Detector):
                     results[i] = r
         return results
 
+    def _tables(self, images: Sequence[np.ndarray]) -> IntegralImages | BandedImages:
+        """Whole-image summed-area tables (16 bytes per pixel), or above ``max_table_pixels``
+        pixels in all the banded stand-in (same results, memory bounded by the bands)."""
+        if sum(im.shape[0] * im.shape[1] for im in images) > self.max_table_pixels:
+            return BandedImages(images, self.max_table_pixels // 4)
+        return IntegralImages(images, self._map)
+
+    def _detect_big(self, images: Sequence[np.ndarray]) -> bool:
+        return sum(im.shape[0] * im.shape[1] for im in images) > 4_000_000
+
     def _cascade(self, images: Sequence[np.ndarray], t2: float, nt: float
                  ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The three stages over ``images`` (see ``detect_arrays_raw``)."""
-        ii = IntegralImages(images, self._map)
+        ii = self._tables(images)
         img_idx, boxes, _ = self._stage_pnet(images, ii)
         if len(boxes):
             img_idx, boxes, _ = self._stage_rnet(ii, img_idx, boxes)
@@ -729,7 +890,7 @@ class MTCNNDetector(Detector):
             raise ValueError(f"proposals are for 'rnet' or 'onet', got {stage!r}")
         images = image_arrays(images)
         with _restore_threads():
-            ii = IntegralImages(images, self._map)
+            ii = self._tables(images)
             img_idx, boxes, scores = self._stage_pnet(images, ii)
             if stage == "onet" and len(boxes):
                 img_idx, boxes, scores = self._stage_rnet(ii, img_idx, boxes)
@@ -738,11 +899,25 @@ class MTCNNDetector(Detector):
 
     def _detect_arrays(self, images: Sequence[np.ndarray], score_threshold: float,
                        nms_threshold: float) -> list[list[Face]]:
+        factors = [1.0] * len(images)
+        if self.target_size is not None or self.max_size is not None:
+            from facesieve.detectors.retinaface import scale_for
+
+            factors = [scale_for(im.shape[0], im.shape[1], self.target_size, self.max_size) for im in images]
+            images = [im if f == 1.0 else cv2.resize(
+                im, (max(1, round(im.shape[1] * f)), max(1, round(im.shape[0] * f))), interpolation=cv2.INTER_AREA)
+                for im, f in zip(images, factors)]
         out = []
-        for boxes, scores, lms in self.detect_arrays_raw(images, score_threshold, nms_threshold):
+        for (boxes, scores, lms), f in zip(self.detect_arrays_raw(images, score_threshold, nms_threshold), factors):
             check_outputs_finite(getattr(self, "weights_source", "MTCNN weights"), boxes=boxes, scores=scores,
                                  landmarks=lms)
+            if f != 1.0:
+                boxes, lms = boxes / np.float32(f), lms / np.float32(f)
             out.append(faces_from_arrays(boxes, scores, lms, detector=self.name))
+        if self._detect_big(images):
+            from facesieve.detectors.retinaface import release_freed_memory
+
+            release_freed_memory()  # hand the freed tables and levels back to the OS
         return out
 
 

@@ -1,16 +1,37 @@
 """RetinaFace detector: preprocessing, padded batching, anchor decoding and NMS around ``nets.retinaface``.
 
-Flow per batch: RGB uint8 images -> optional rescale (``target_size`` / ``max_size``) ->
-channel order and mean of the weights -> one zero-padded (bottom/right) NCHW float32
-tensor -> ``forward`` (the only call into the network) -> per image: keep anchors of its
-own area with face probability > score_threshold, decode only those, map back to
-original pixels, NMS. Batched results equal one-by-one results (the padding is masked
-inside the network, see ``nets.backbones.zero_padding_region``).
+Flow per batch: RGB uint8 images -> the scales each image is run at (``pass_factors``:
+the original size or ``target_size`` / ``max_size``, plus with ``multiscale`` coarser
+passes for large faces) -> each pass cut into overlapping tiles when it is larger than
+``max_batch_pixels`` -> channel order and mean of the weights -> zero-padded
+(bottom/right) NCHW float32 tensors of at most ``max_batch_pixels`` -> ``forward`` (the
+only call into the network) -> per image and pass: keep anchors of its own area (and of
+the tile's core) with face probability > score_threshold, decode only those, map back to
+original pixels, NMS -> passes merged (``merge_passes``). Batched results equal
+one-by-one results (the padding is masked inside the network, see
+``nets.backbones.zero_padding_region``); tiled results equal untiled ones (see ``tiles``).
+
+Scale policy (``multiscale=True``, the default of ``facesieve.load``): the network's
+anchors stop at 512 px and it was trained on 640-px crops; a face much larger than that
+(a portrait in a phone photo) comes back as several partial "faces". So besides the pass
+at the base scale (original size unless ``target_size`` / ``max_size`` say otherwise),
+which finds the small faces, coarser passes run at 1/2, 1/4, ... of it until the image's
+short side is at most ``MULTISCALE_SHORT_SIDE`` (640) px, where even a face filling the
+frame is small enough to be seen whole. Each pass keeps the faces of the sizes it sees
+well: up to ``PASS_MAX_FACE`` (362) px at its own scale, except the coarsest pass, and
+above half that over ``PASS_OVERLAP`` (145 px), except the base pass, so every face size
+is some pass's job and a face near a boundary found by two passes is merged by NMS; a
+face of a finer pass lying mostly inside a larger, higher-scoring face of a coarser pass (a
+part of it) is dropped. Images whose short side is <= 640 px at the base scale run one pass, as
+before. ``multiscale=False`` runs the base pass alone: the WIDER FACE protocol (its AP
+is measured at the original size).
 """
 from __future__ import annotations
 
+import math
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -23,7 +44,7 @@ from facesieve.nets.backbones import zero_padding_region
 from facesieve.nets.retinaface import RetinaFace
 from facesieve.ops.anchors import AnchorGenerator
 from facesieve.ops.box_coder import BoxCoder
-from facesieve.ops.boxes import nms
+from facesieve.ops.boxes import box_area, nms
 from facesieve.types import Face, faces_from_arrays
 from facesieve.weights import retinaface as rfw
 from facesieve.weights.cache import WeightsError, sha256_file
@@ -36,6 +57,92 @@ BACKBONES = {"retinaface-mnet025": "mobilenet0.25", "retinaface-r50": "resnet50"
 BIUBUG6_PREPROCESSING = Preprocessing("BGR", (104.0, 117.0, 123.0))
 """What biubug6-format checkpoints (and our training) expect: BGR minus (104, 117, 123)."""
 
+MULTISCALE_SHORT_SIDE = 640
+"""With ``multiscale``: coarser passes (each half the previous scale) are added until the
+image's short side is at most this many pixels at the coarsest pass. On
+``photos_large_faces`` faces up to ~700 px are found whole at the original scale and larger
+ones (780-1440 px) come back as 1-10 partial boxes of 480-700 px; at a short side of 640
+every one is found whole."""
+
+PASS_MAX_FACE = 362.0
+"""Largest face (box side, pixels at the pass's scale) a pass keeps unless it is the coarsest:
+sqrt(256 * 512), the middle of the network's largest anchor level (partial faces of a
+too-large face measured >= 480 px; a face above this is left to the next pass, where it is
+half as large, in the middle of the anchors' range)."""
+
+PASS_OVERLAP = 1.25
+"""A pass other than the base one keeps faces above PASS_MAX_FACE / 2 / PASS_OVERLAP px at its
+scale: sizes near the boundary are found by both passes and merged by NMS."""
+
+TILE_MARGIN = 320
+"""Context (pixels at the pass's scale, a multiple of 32) around a tile's core: more than half
+the network's receptive field (~510 px at stride 32), so every anchor of the core sees exactly
+what it sees in the whole image."""
+
+CONTAINED_FRACTION = 0.5
+"""A finer pass's face with more than this fraction of its area inside a larger face of a
+coarser pass that scores higher is a part of that face, and dropped. (Without the score
+condition, low-score coarse boxes, as WIDER FACE's 0.02 threshold keeps, swallowed real small
+faces in crowds.)"""
+
+
+def scale_for(height: int, width: int, target_size: int | None, max_size: int | None) -> float:
+    """Resize factor (output pixels per input pixel) for a height x width image: the short
+    side becomes target_size, unless the long side would then exceed max_size (then the long
+    side becomes max_size); None: no such constraint; 1.0 when both are None. The rule of
+    biubug6's test_widerface.py, shared by both detectors."""
+    short, long = min(height, width), max(height, width)
+    factor = 1.0 if target_size is None else float(target_size) / short
+    if max_size is not None and np.round(factor * long) > max_size:
+        factor = float(max_size) / long
+    return factor
+
+
+TRIM_ABOVE_PIXELS = 4_000_000
+"""After a call that ran more than this many network-input pixels, freed memory is handed
+back to the OS (``release_freed_memory``)."""
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last big call back to the OS (glibc ``malloc_trim``; a no-op
+    elsewhere). glibc keeps freed heap pages of mid-sized buffers (tiles, activations) in
+    the process: after a 48-MP image torch RetinaFace held 410 MB more than before it."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One network input: tile [y0, y1) x [x0, x1) of image ``image``'s pass ``level``.
+
+    source: uint8 RGB at the pass's scale, or float32 already preprocessed; or, with
+    ``resize`` != 1, the original image resized by ``_fill`` (whole image only).
+    core: (y0, y1, x0, x1) in pass pixels: the anchors this tile answers for (None: all).
+    factor: pass pixels per original pixel (boxes are divided by it).
+    """
+
+    image: int
+    level: int
+    source: np.ndarray
+    resize: float
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    core: tuple[int, int, int, int] | None
+    factor: float
+
 
 class RetinaFaceDetector(Detector):
     """RetinaFace with boxes, scores and 5 landmarks.
@@ -45,14 +152,20 @@ class RetinaFaceDetector(Detector):
     score_threshold: keep faces with probability > this (default 0.5).
     nms_threshold: IoU above which NMS suppresses (default 0.4).
     nms_offset: +1 "inclusive pixel" box convention in NMS, as biubug6's py_cpu_nms (default 1.0).
-    target_size / max_size: rescale each image so its short side is target_size pixels,
-        unless the long side would exceed max_size (then long side = max_size); either
-        may be None. Default: original size. Results are in original pixels.
-    pre_nms_top_k: keep only the k best candidates of an image before NMS (None: all).
+    target_size / max_size: the base scale: rescale each image so its short side is
+        target_size pixels, unless the long side would exceed max_size (then long side =
+        max_size); either may be None. Default: original size. Results are in original pixels.
+    multiscale: also run coarser passes for faces too large for the anchors (see the module
+        doc; default True). False: the base scale alone (the WIDER FACE protocol).
+    pre_nms_top_k: keep only the k best candidates of an image and pass before NMS (None: all).
     batch_size: images per ``detect_batch`` chunk.
     max_batch_pixels / max_pad_ratio: a chunk is split into padded tensors of at most
-        max_batch_pixels (a larger single image still runs alone) whose padded area is at
-        most max_pad_ratio times the images' own area; results do not depend on the split.
+        max_batch_pixels whose padded area is at most max_pad_ratio times the images' own
+        area; a pass larger than max_batch_pixels is cut into overlapping tiles of at most
+        that size (``tiles``). Results do not depend on the split. This bounds memory: one
+        network call takes about 45 (torch, onnxruntime) to 65 (openvino) bytes per input
+        pixel, so the default 8.4 MP stays near 0.5 GB whatever the image size
+        (docs/memory.md).
     runner: optional replacement of the torch network call, called as
         ``runner(batch, image_sizes)`` with ``forward``'s arguments, returning its outputs.
     """
@@ -69,9 +182,10 @@ class RetinaFaceDetector(Detector):
         nms_offset: float = 1.0,
         target_size: int | None = None,
         max_size: int | None = None,
+        multiscale: bool = True,
         pre_nms_top_k: int | None = None,
         batch_size: int = 8,
-        max_batch_pixels: int = 1 << 24,
+        max_batch_pixels: int = 1 << 23,
         max_pad_ratio: float = 1.5,
         runner: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ) -> None:
@@ -90,8 +204,13 @@ class RetinaFaceDetector(Detector):
         self.nms_offset = float(nms_offset)
         self.target_size = target_size
         self.max_size = max_size
+        self.multiscale = bool(multiscale)
         self.pre_nms_top_k = pre_nms_top_k
         self.default_batch_size = int(batch_size)
+        min_tile = (2 * TILE_MARGIN + 64) ** 2
+        if int(max_batch_pixels) < min_tile:
+            raise ValueError(f"max_batch_pixels must be >= {min_tile} (tiles need {TILE_MARGIN} px of context), "
+                             f"got {max_batch_pixels}")
         self.max_batch_pixels = int(max_batch_pixels)
         self.max_pad_ratio = float(max_pad_ratio)
         self.runner = runner  # another backend's forward (facesieve.backends.retinaface); None: torch here
@@ -133,11 +252,7 @@ class RetinaFaceDetector(Detector):
 
     def scale_factor(self, height: int, width: int) -> float:
         """Resize factor for a height x width image (biubug6 test_widerface rule; 1.0 by default)."""
-        short, long = min(height, width), max(height, width)
-        factor = 1.0 if self.target_size is None else float(self.target_size) / short
-        if self.max_size is not None and np.round(factor * long) > self.max_size:
-            factor = float(self.max_size) / long
-        return factor
+        return scale_for(height, width, self.target_size, self.max_size)
 
     def _fill(self, out: np.ndarray, image: np.ndarray, factor: float, channels_first: bool = False) -> tuple[int, int]:
         """Write one preprocessed image into out at the top-left; return its (h, w).
@@ -211,12 +326,106 @@ class RetinaFaceDetector(Detector):
             groups.append(cur)
         return groups
 
+    def pass_factors(self, height: int, width: int) -> list[float]:
+        """Scales (pass pixels per original pixel) a height x width image is run at, finest
+        first: ``scale_factor``, then with ``multiscale`` halves of it until the short side
+        is <= MULTISCALE_SHORT_SIDE px (see the module doc)."""
+        factors = [self.scale_factor(height, width)]
+        if self.multiscale:
+            short = min(height, width)
+            while short * factors[-1] > MULTISCALE_SHORT_SIDE:
+                factors.append(factors[-1] / 2)
+        return factors
+
+    def tiles(self, height: int, width: int) -> list[tuple[int, int, int, int, tuple[int, int, int, int] | None]]:
+        """Cut a height x width pass into tiles of at most ``max_batch_pixels`` pixels.
+
+        Returns (y0, y1, x0, x1, core) per tile: the tile's rows and columns, and the core
+        (y0, y1, x0, x1) whose anchors it answers for; the cores partition the pass, start at
+        multiples of 32 (so every tile has the whole image's anchor grid and stride phase),
+        and each tile adds TILE_MARGIN px of context around its core (less at the image's
+        border, which is the whole image's border too). So every anchor's output equals the
+        untiled one up to float rounding; candidates of all tiles are merged by one NMS.
+        One tile (core None) when the pass fits. The grid minimises the tiles' total area.
+        """
+        if height * width <= self.max_batch_pixels:
+            return [(0, height, 0, width, None)]
+        m, budget = TILE_MARGIN, self.max_batch_pixels
+
+        def cores(n: int, size: int) -> int:  # core length for n cores over size px
+            return 32 * math.ceil(math.ceil(size / n) / 32)
+
+        best: tuple[int, int, int] | None = None
+        for ny in range(1, math.ceil(height / 32) + 1):
+            ch = cores(ny, height)
+            th = min(height, ch + 2 * m)
+            if th * min(width, 32 + 2 * m) > budget:
+                continue
+            for nx in range(1, math.ceil(width / 32) + 1):
+                cw = cores(nx, width)
+                if th * min(width, cw + 2 * m) <= budget:
+                    total = ny * nx * th * min(width, cw + 2 * m)
+                    if best is None or total < best[0]:
+                        best = (total, ny, nx)
+                    break
+            if best is not None and ny * (32 + 2 * m) * min(width, 2 * m + 32) > best[0]:
+                break
+        assert best is not None  # max_batch_pixels >= (2 * TILE_MARGIN + 64) ** 2
+        _, ny, nx = best
+        ch, cw = cores(ny, height), cores(nx, width)
+        out = []
+        for cy0 in range(0, height, ch):
+            cy1 = min(height, cy0 + ch)
+            for cx0 in range(0, width, cw):
+                cx1 = min(width, cx0 + cw)
+                out.append((max(0, cy0 - m), min(height, cy1 + m), max(0, cx0 - m), min(width, cx1 + m),
+                            (cy0, cy1, cx0, cx1)))
+        return out
+
+    def _jobs(self, index: int, image: np.ndarray) -> list[_Job]:
+        """The network inputs of one image: its passes, each whole or in tiles."""
+        h, w = image.shape[:2]
+        jobs: list[_Job] = []
+        for level, f in enumerate(self.pass_factors(h, w)):
+            resize = 1.0
+            if f == 1.0:
+                source = image
+            elif level == 0:  # the base scale: the reference's float resize (WIDER protocol)
+                source, resize = image, f
+            else:  # coarser passes: area-resampled uint8 (anti-aliased)
+                nh, nw = self._net_size(h, w, f)
+                source = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+            nh, nw = self._net_size(h, w, resize) if resize != 1.0 else source.shape[:2]
+            parts = self.tiles(nh, nw)
+            if len(parts) > 1 and resize != 1.0:  # materialise the resized pass once, then cut it
+                prepared = np.empty((nh, nw, 3), np.float32)
+                self._fill(prepared, image, resize)
+                source, resize = prepared, 1.0
+            jobs += [_Job(index, level, source, resize, y0, y1, x0, x1, core, f) for y0, y1, x0, x1, core in parts]
+        return jobs
+
+    def _fill_job(self, out: np.ndarray, job: _Job, channels_first: bool) -> tuple[int, int]:
+        if job.resize != 1.0:
+            return self._fill(out, job.source, job.resize, channels_first)
+        tile = job.source[job.y0:job.y1, job.x0:job.x1]
+        if tile.dtype != np.float32:
+            return self._fill(out, tile, 1.0, channels_first)
+        h, w = tile.shape[:2]
+        if channels_first:
+            out[:, :h, :w] = tile.transpose(2, 0, 1)
+        else:
+            out[:h, :w] = tile
+        return h, w
+
     def _detect_arrays(
         self, images: Sequence[np.ndarray], score_threshold: float, nms_threshold: float
     ) -> list[list[Face]]:
-        factors = [self.scale_factor(im.shape[0], im.shape[1]) for im in images]
-        net_sizes = [self._net_size(im.shape[0], im.shape[1], f) for im, f in zip(images, factors)]
-        results: list[list[Face]] = [[] for _ in images]
+        jobs = [job for i, im in enumerate(images) for job in self._jobs(i, im)]
+        net_sizes = [
+            self._net_size(j.source.shape[0], j.source.shape[1], j.resize) if j.resize != 1.0
+            else (j.y1 - j.y0, j.x1 - j.x0) for j in jobs
+        ]
+        found: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         nchw = getattr(self.runner, "layout", None) == "nchw"
         for group in self._groups(net_sizes):
             hp = max(net_sizes[i][0] for i in group)
@@ -225,23 +434,41 @@ class RetinaFaceDetector(Detector):
             alloc = np.empty if all(net_sizes[i] == (hp, wp) for i in group) else np.zeros  # zeros: padding
             if nchw:  # the runner's graph reads NCHW: fill it directly, no transposing copy
                 batch = alloc((len(group), 3, hp, wp), np.float32)
-                sizes = [self._fill(batch[k], images[i], factors[i], True) for k, i in enumerate(group)]
+                sizes = [self._fill_job(batch[k], jobs[i], True) for k, i in enumerate(group)]
             else:
                 batch = alloc((len(group), hp, wp, 3), np.float32)
-                sizes = [self._fill(batch[k], images[i], factors[i]) for k, i in enumerate(group)]
+                sizes = [self._fill_job(batch[k], jobs[i], False) for k, i in enumerate(group)]
                 batch = batch.transpose(0, 3, 1, 2)
             loc, conf, landmarks = self.forward(batch, sizes)
             del batch
             check_outputs_finite(f"weights {self.weights.name if self.weights else self.name!r}", scores=conf)
             anchors = self.anchor_generator(hp, wp)
             for k, i in enumerate(group):
-                results[i] = self._decode(
-                    loc[k], conf[k, :, 1], landmarks[k], anchors, (hp, wp), sizes[k], factors[i],
-                    score_threshold, nms_threshold,
-                )
+                job = jobs[i]
+                found.setdefault((job.image, job.level), []).append(self._candidates(
+                    loc[k], conf[k, :, 1], landmarks[k], anchors, (hp, wp), sizes[k], job, score_threshold))
+            del loc, conf, landmarks
+        results: list[list[Face]] = []
+        for i in range(len(images)):
+            passes = []
+            for level in range(len({j.level for j in jobs if j.image == i})):
+                parts = found.get((i, level), [])
+                boxes, scores, points = (np.concatenate(a) for a in zip(*parts))
+                passes.append(self._nms(boxes, scores, points, nms_threshold))
+            if len(passes) > 1:
+                factors = self.pass_factors(*images[i].shape[:2])
+                boxes, scores, points = self.merge_passes(passes, factors, nms_threshold)
+            else:
+                boxes, scores, points = passes[0]
+            results.append(faces_from_arrays(boxes, scores, points, detector=self.name))
+        if sum(h * w for h, w in net_sizes) > TRIM_ABOVE_PIXELS:
+            release = getattr(self.runner, "release", None)
+            if release is not None:  # OpenVINO keeps its largest inference's buffers
+                release()
+            release_freed_memory()
         return results
 
-    def _decode(
+    def _candidates(
         self,
         loc: np.ndarray,
         scores: np.ndarray,
@@ -249,27 +476,82 @@ class RetinaFaceDetector(Detector):
         anchors: np.ndarray,
         padded: tuple[int, int],
         size: tuple[int, int],
-        factor: float,
+        job: _Job,
         score_threshold: float,
-        nms_threshold: float,
-    ) -> list[Face]:
-        """One image: (A, 4) loc, (A,) face probabilities, (A, 10) landmarks -> Faces in original pixels."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One job: (A, 4) loc, (A,) face probabilities, (A, 10) landmarks -> candidates
+        scoring > score_threshold among the anchors of its own area and core: boxes (N, 4)
+        and landmarks (N, 10) in original pixels, scores (N,)."""
         keep = scores > score_threshold
         if size != padded:
             keep &= self.anchor_generator.valid_mask(padded[0], padded[1], size[0], size[1])
         idx = np.flatnonzero(keep)
-        if self.pre_nms_top_k is not None and idx.size > self.pre_nms_top_k:
-            idx = idx[np.argsort(-scores[idx], kind="stable")[: self.pre_nms_top_k]]
-        if idx.size == 0:
-            return []
+        if job.core is not None and idx.size:
+            cy0, cy1, cx0, cx1 = job.core
+            cx = anchors[idx, 0] + job.x0
+            cy = anchors[idx, 1] + job.y0
+            idx = idx[(cx >= cx0) & (cx < cx1) & (cy >= cy0) & (cy < cy1)]
         with np.errstate(over="ignore", invalid="ignore"):
-            boxes = self.box_coder.decode_boxes(loc[idx], anchors[idx]) / factor
-            points = self.box_coder.decode_landmarks(landmarks[idx], anchors[idx]) / factor
+            boxes = self.box_coder.decode_boxes(loc[idx], anchors[idx])
+            points = self.box_coder.decode_landmarks(landmarks[idx], anchors[idx])
         check_outputs_finite(f"weights {self.weights.name if self.weights else self.name!r}",
                              boxes=boxes, landmarks=points)
-        cand_scores = scores[idx]
-        kept = nms(boxes, cand_scores, nms_threshold, offset=self.nms_offset)
-        return faces_from_arrays(boxes[kept], cand_scores[kept], points[kept], detector=self.name)
+        if job.x0 or job.y0:
+            boxes = boxes + np.array([job.x0, job.y0] * 2, boxes.dtype)
+            points = points + np.array([job.x0, job.y0] * 5, points.dtype)
+        scale = job.resize if job.resize != 1.0 else job.factor
+        return boxes / scale, scores[idx], points / scale
+
+    def _nms(self, boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, nms_threshold: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k and NMS of one pass's candidates -> kept (boxes, scores, landmarks), best first."""
+        if self.pre_nms_top_k is not None and scores.size > self.pre_nms_top_k:
+            top = np.argsort(-scores, kind="stable")[: self.pre_nms_top_k]
+            boxes, scores, points = boxes[top], scores[top], points[top]
+        kept = nms(boxes, scores, nms_threshold, offset=self.nms_offset)
+        return boxes[kept], scores[kept], points[kept]
+
+    def merge_passes(
+        self,
+        passes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        factors: Sequence[float],
+        nms_threshold: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Merge the faces of several passes (finest first, each (boxes (N, 4) original px,
+        scores (N,), landmarks (N, 10)) after its own NMS) run at ``factors``.
+
+        Each pass keeps its size range (box side in its own pixels <= PASS_MAX_FACE unless it
+        is the coarsest, > PASS_MAX_FACE / 2 / PASS_OVERLAP unless it is the finest); a face
+        with more than CONTAINED_FRACTION of its area inside a larger, higher-scoring face
+        of a coarser pass is dropped; then one NMS over all of them (faces found by two passes).
+        """
+        last = len(passes) - 1
+        kept = []
+        for level, ((boxes, scores, points), f) in enumerate(zip(passes, factors)):
+            side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * f
+            ok = np.ones(len(scores), bool)
+            if level < last:
+                ok &= side <= PASS_MAX_FACE
+            if level > 0:
+                ok &= side > PASS_MAX_FACE / 2 / PASS_OVERLAP
+            kept.append((boxes[ok], scores[ok], points[ok]))
+        for level in range(last):
+            boxes, scores = kept[level][0], kept[level][1]
+            coarser = np.concatenate([kept[k][0] for k in range(level + 1, last + 1)])
+            coarser_scores = np.concatenate([kept[k][1] for k in range(level + 1, last + 1)])
+            if not len(boxes) or not len(coarser):
+                continue
+            lo = np.maximum(boxes[:, None, :2], coarser[None, :, :2])
+            hi = np.minimum(boxes[:, None, 2:], coarser[None, :, 2:])
+            inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+            area = box_area(boxes)[:, None]
+            part = ((inter > CONTAINED_FRACTION * area) & (box_area(coarser)[None, :] > area)
+                    & (coarser_scores[None, :] > scores[:, None]))
+            ok = ~part.any(axis=1)
+            kept[level] = tuple(a[ok] for a in kept[level])
+        boxes, scores, points = (np.concatenate(a) for a in zip(*kept))
+        order = nms(boxes, scores, nms_threshold, offset=self.nms_offset)
+        return boxes[order], scores[order], points[order]
 
 
 @contextmanager

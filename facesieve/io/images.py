@@ -181,7 +181,7 @@ def tensor_to_numpy(t: "torch.Tensor", name: str = "<tensor>") -> np.ndarray:
 
 
 def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
-    img = ImageOps.exif_transpose(img) or img
+    img = ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img  # else a full copy
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return to_rgb_uint8(np.asarray(img, dtype=np.uint16), name)
@@ -195,7 +195,25 @@ def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
         img = img.convert("RGBA")
     if img.mode != "RGB":
         img = img.convert("RGB")
+    if img.width * img.height > _BANDED_PIXELS:
+        return _pil_rgb_banded(img)
     return to_rgb_uint8(np.asarray(img), name)
+
+
+_BANDED_PIXELS = 16_000_000
+"""Above this many pixels an RGB image is copied out of PIL in bands of rows: ``np.asarray``
+of the whole image goes through a full-size bytes copy (peak 3 bytes per pixel more)."""
+
+
+def _pil_rgb_banded(img: Image.Image, band_pixels: int = 4_000_000) -> np.ndarray:
+    """RGB PIL image -> (H, W, 3) uint8, the same pixels as ``np.asarray(img)``, copied
+    ``band_pixels`` at a time (peak: the PIL image, the array and one band)."""
+    w, h = img.size
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, band_pixels // max(w, 1))
+    for y in range(0, h, rows):
+        out[y:y + rows] = np.asarray(img.crop((0, y, w, min(h, y + rows))))
+    return out
 
 
 def unsupported_format_hint(path: str | os.PathLike) -> str | None:

@@ -52,7 +52,10 @@ class VideoConfig:
     Cascade: ``primary`` runs on every sampled frame; ``fallback`` on frames where the
     primary found fewer than ``min_faces`` faces scoring >= ``confident_score``.
     ``detect_max_side`` / ``fallback_max_side``: long side of the image each detector
-    sees (1080p at 960 is detected at half size; boxes are mapped back).
+    sees (1080p at 960 is detected at half size; boxes are mapped back); the CLI's
+    ``--max-size`` / ``--fallback-max-size``, the ``max_size`` of ``facesieve detect`` and
+    of the detectors. A RetinaFace fallback also runs its coarser passes for large faces
+    when the frame's short side is still above 640 px (see README, "Image size and scale").
     ``min_face_size``: MTCNN's smallest face, in detector-input pixels (None: its default).
     ``primary_options`` / ``fallback_options``: extra ``facesieve.load`` options.
     ``backend``: detector runtime ("torch", "onnxruntime", "openvino"); "auto" picks
