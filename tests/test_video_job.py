@@ -12,7 +12,7 @@ import pytest
 from facesieve.detectors.base import Detector
 from facesieve.types import Face
 from facesieve.video import VideoConfig, VideoFaceExtractor, expand_video_inputs, extract_video
-from facesieve.video.align import ARCFACE_TEMPLATE
+from facesieve.align import ARCFACE_TEMPLATE
 from facesieve.video.manifest import read_jsonl
 
 from test_video_sampling import make_bad_videos
@@ -103,7 +103,7 @@ def test_forced_fallback_on_a_real_clip(tmp_path, videos_dir, detectors):
                       primary=blind, fallback=retina)
     v = s.videos[0]
     assert v.status == "done" and blind.calls == 3
-    assert v.cascade.fallback_frames == 3 and v.cascade.kept == {"retinaface-mnet025": 3}
+    assert v.detection.fallback_frames == 3 and v.detection.kept == {"retinaface-mnet025": 3}
     for fr in v.frames:
         assert fr.detector == "retinaface-mnet025" and fr.tried == ("blind", "retinaface-mnet025")
         assert len(fr.faces) == 1 and 150 < fr.faces[0].height < 400  # anchor face ~255 px (README)

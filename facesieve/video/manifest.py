@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from facesieve.io.atomic import atomic_open, atomic_write_text
+
+if TYPE_CHECKING:
+    from facesieve.video.results import VideoResult
 
 MANIFEST_JSONL = "manifest.jsonl"
 MANIFEST_PARQUET = "manifest.parquet"
@@ -44,6 +47,47 @@ MANIFEST_FIELDS = (
     "crop_kind",  # "aligned" | "box" | null
     "error",  # null, or why the video failed (then most other fields are null)
 )
+
+
+def video_rows(result: VideoResult) -> list[dict[str, Any]]:
+    """A VideoResult's manifest rows (dicts keyed by MANIFEST_FIELDS; missing keys are null):
+    one per face of each output sample (duplicates flagged ``oversampled``), one per sampled
+    frame without faces, or a single error row for a failed video. Coordinates are rounded
+    to 3 decimals (frame pixels)."""
+    base = {"video": result.path, "video_id": result.video_id}
+    if result.status == "failed":
+        return [{**base, "error": result.error}]
+    slots: dict[int, list[tuple[int, bool]]] = {}
+    for s, (i, dup) in enumerate(result.samples):
+        slots.setdefault(i, []).append((s, dup))
+    rows: list[dict[str, Any]] = []
+    for i, fr in enumerate(result.frames):
+        common = {
+            **base,
+            "frame_index": fr.index,
+            "timestamp": round(fr.timestamp, 6),
+            "pts": fr.pts,
+            "detector": fr.detector,
+            "detectors_tried": list(fr.tried),
+        }
+        if not fr.faces or i not in slots:
+            rows.append({**common, "oversampled": False})
+            continue
+        for s, dup in slots[i]:
+            for j, face in enumerate(fr.faces):
+                d = face.to_dict(decimals=3)
+                rows.append({
+                    **common,
+                    "sample": s,
+                    "oversampled": dup,
+                    "face_index": j,
+                    "box": d["box"],
+                    "score": d["score"],
+                    "landmarks": d["landmarks"],
+                    "crop": fr.crop_paths[j] if j < len(fr.crop_paths) else None,
+                    "crop_kind": fr.crop_kinds[j] if j < len(fr.crop_kinds) else None,
+                })
+    return rows
 
 
 def _clean(v: Any) -> Any:
