@@ -1,8 +1,9 @@
-"""The video face-extraction job: the extractor facade, batch runs and ``extract_video``.
+"""The video face-extraction job: the extractor facade and its batch runs.
 
 The parts live beside it: ``config`` (VideoConfig), ``results`` (per frame / video / run
 records), ``outdir`` (temp directories, atomic publish, markers), ``pipeline`` (decode
-thread, queue, batching, crops), ``fallback`` (primary -> fallback detector chain).
+thread, queue, batching, crops), ``fallback`` (primary -> fallback detector chain);
+``extract`` holds ``extract_video``, which picks this local engine or ``ray_engine``.
 
     >>> from facesieve.video import VideoConfig, extract_video
     >>> summary = extract_video(["clips/"], "faces_out", VideoConfig(frames=32))
@@ -69,7 +70,7 @@ def video_ids(paths: Sequence[Path]) -> list[str]:
 class VideoFaceExtractor:
     """Extracts face frames and crops from videos with the MTCNN -> RetinaFace fallback chain.
 
-    config: VideoConfig (defaults if None).
+    config: VideoConfig (defaults if None); validated here (ValueError naming the bad setting).
     primary / fallback: ready Detectors overriding ``config.primary`` / ``config.fallback``
         (they are otherwise loaded with ``facesieve.load`` on first use).
     ``extract(path)`` keeps results in memory; ``run(paths, out_dir)`` is the resumable
@@ -236,45 +237,6 @@ class VideoFaceExtractor:
     def _pipeline(self, output: OutputDir | MemoryOutput) -> Pipeline:
         return Pipeline(self.config, self.detectors, output)
 
-def extract_video(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    config: VideoConfig | None = None,
-    *,
-    overwrite: bool = False,
-    progress: bool = False,
-    primary: Detector | None = None,
-    fallback: Detector | None = None,
-    engine: str = "local",
-    ray_address: str | None = None,
-    workers: int | None = None,
-) -> VideoRunSummary:
-    """Extract N face frames and their crops from each video into ``out_dir``.
-
-    inputs: a video path, a directory (searched recursively), a glob, or a list of them.
-    Returns the RunSummary (also written to ``out_dir/summary.json``); ``exit_code`` is 1
-    when some video failed. See VideoConfig for the settings, ``manifest`` for the layout.
-    engine: "local" (this process) or "ray" (a pool of Ray actors, see
-    ``facesieve.video.ray_engine.run_ray``: ``ray_address`` None starts a local Ray
-    instance, "auto" / "ray://host:port" joins a cluster; ``workers`` actors, default one
-    per CPU). Same outputs either way. Raises ValueError for an unknown engine, or
-    primary/fallback objects with engine="ray"; RayUnavailable when Ray is not installed.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    if engine == "ray":
-        if primary is not None or fallback is not None:
-            raise ValueError("engine='ray' loads the detectors from the config on each worker; "
-                             "primary=/fallback= objects work with engine='local' only")
-        from facesieve.video.ray_engine import run_ray
-
-        return run_ray(list(inputs), out_dir, config, overwrite=overwrite, progress=progress,
-                       address=ray_address, workers=workers)
-    if engine != "local":
-        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
-    extractor = VideoFaceExtractor(config, primary=primary, fallback=fallback)
-    return extractor.run(list(inputs), out_dir, overwrite=overwrite, progress=progress)
-
 
 __all__ = [
     "ExtractedFrame",
@@ -285,7 +247,6 @@ __all__ = [
     "VideoResult",
     "VideoRunSummary",
     "expand_video_inputs",
-    "extract_video",
     "remove_stale",
     "video_ids",
 ]

@@ -17,12 +17,9 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from facesieve.io.atomic import atomic_open, atomic_write_text
-
-if TYPE_CHECKING:
-    from facesieve.video.results import VideoResult
 
 MANIFEST_JSONL = "manifest.jsonl"
 MANIFEST_PARQUET = "manifest.parquet"
@@ -49,11 +46,12 @@ MANIFEST_FIELDS = (
 )
 
 
-def video_rows(result: VideoResult) -> list[dict[str, Any]]:
-    """A VideoResult's manifest rows (dicts keyed by MANIFEST_FIELDS; missing keys are null):
+def video_rows(result: Any) -> list[dict[str, Any]]:
+    """A ``facesieve.video.VideoResult``'s manifest rows (dicts keyed by MANIFEST_FIELDS; missing keys are null):
     one per face of each output sample (duplicates flagged ``oversampled``), one per sampled
     frame without faces, or a single error row for a failed video. Coordinates are rounded
-    to 3 decimals (frame pixels)."""
+    to 3 decimals (frame pixels). (``result`` is not typed by import: results.py imports
+    this module.)"""
     base = {"video": result.path, "video_id": result.video_id}
     if result.status == "failed":
         return [{**base, "error": result.error}]
