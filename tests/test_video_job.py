@@ -270,3 +270,18 @@ def test_cli(tmp_path, videos_dir, capsys):
     assert main(["video", str(tmp_path / "none*.mp4"), "--out", str(out), "-q"]) == 2
     with pytest.raises(SystemExit):
         main(["video", "x.mp4", "--out", str(out), "--every", "2", "--fps", "3"])
+
+
+def test_max_size_keywords_old_spelling_warns_and_markers_keep_their_keys():
+    with pytest.warns(DeprecationWarning, match="detect_max_side"):
+        old = VideoConfig(detect_max_side=640, fallback_max_side=1280)
+    assert (old.max_size, old.fallback_max_size) == (640, 1280)
+    assert old == VideoConfig(max_size=640, fallback_max_size=1280)
+    with pytest.raises(AttributeError):
+        old.detect_max_side  # noqa: B018  (the value is max_size; no silent sentinel)
+    # done.json markers written before the rename hold these keys: a re-run must still match them
+    settings = VideoConfig(max_size=640).output_settings()
+    assert settings["detect_max_side"] == 640 and settings["fallback_max_side"] == 960
+    assert "max_size" not in settings and "fallback_max_size" not in settings
+    with pytest.raises(ValueError, match="max_size must be >= 32"):
+        VideoConfig(max_size=16).validate()

@@ -6,8 +6,9 @@ ones are duplicated (flagged "oversampled") up to N.
 
 Outputs in --out (each video's directory appears complete or not at all):
     <video>/crops/<frame>_<face>.jpg   aligned (112x112 ArcFace template) or box crops
-    <video>/manifest.jsonl             one row per face: frame index, timestamp, detector,
-                                       oversampled, box, score, landmarks, crop path
+    <video>/manifest.jsonl             one row per face: frame index, timestamp (s), detector,
+                                       oversampled, box [x1,y1,x2,y2], score, 5 landmarks
+                                       [x,y] (full-resolution upright frame pixels), crop path
     <video>/manifest.parquet           same, with --parquet
     <video>/done.json                  completion marker: a re-run skips the video
     summary.json                       videos done / skipped / failed (with reasons),

@@ -74,11 +74,14 @@ class VideoConfig:
     fallback_max_side: InitVar[Any] = _UNSET  # deprecated spelling of fallback_max_size
 
     def __post_init__(self, detect_max_side: Any, fallback_max_side: Any) -> None:
+        renamed = []
         for old, new, value in (("detect_max_side", "max_size", detect_max_side),
                                 ("fallback_max_side", "fallback_max_size", fallback_max_side)):
             if value is not _UNSET:
-                warnings.warn(f"VideoConfig({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+                renamed.append(f"{old}= is deprecated, use {new}=")
                 setattr(self, new, value)
+        if renamed:
+            warnings.warn(f"VideoConfig: {'; '.join(renamed)}", DeprecationWarning, stacklevel=3)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
