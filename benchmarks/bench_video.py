@@ -55,12 +55,12 @@ def _cpu() -> float:
 
 def profile_clip(path: Path, cfg, cascade) -> dict[str, float]:
     """Decode, primary, fallback and crop stages one after the other: (wall, cpu) seconds."""
-    from facesieve.video.align import align_face, box_crop, select_faces
+    from facesieve.align import align_face, box_crop, select_faces
     from facesieve.video.sampling import VideoReader
 
     out: dict[str, float] = {}
     w, c = time.perf_counter(), time.process_time()
-    with VideoReader(path, detect_max_side=cfg.detect_max_side, fast=cfg.fast_decode) as r:
+    with VideoReader(path, detect_max_side=cfg.max_size, fast=cfg.fast_decode) as r:
         frames = list(r.read(r.choose(frames=cfg.frames)))
     out["decode_wall"], out["decode_cpu"] = time.perf_counter() - w, time.process_time() - c
     pname = cascade._name(cascade.primary)
@@ -122,14 +122,14 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from facesieve.video import VideoConfig, VideoFaceExtractor
-    from facesieve.video.cascade import Cascade
+    from facesieve.video.fallback import FallbackDetector
 
     clips = [args.videos / c for c in args.clips.split(",") if c] or sorted(args.videos.glob("*.mp4"))
     primary_opts = {} if args.min_face_size is None else {"min_face_size": args.min_face_size}
     primary = _load("mtcnn", args.backend, args.threads, **primary_opts)
     fallback = _load("retinaface-mnet025", args.backend, args.threads)
-    cfg = VideoConfig(frames=args.frames, detect_max_side=args.detect_max_side,
-                      fallback_max_side=args.fallback_max_side, confident_score=args.confident_score,
+    cfg = VideoConfig(frames=args.frames, max_size=args.detect_max_side,
+                      fallback_max_size=args.fallback_max_side, confident_score=args.confident_score,
                       batch_size=args.batch_size, min_face_size=args.min_face_size, fast_decode=args.fast_decode)
     ex = VideoFaceExtractor(cfg, primary=primary, fallback=fallback)
     # warm-up: first calls build kernels / per-shape plans; not what a batch job pays per video
@@ -165,8 +165,8 @@ def main() -> int:
             "timing": d["timing"],
         }
         if not args.no_profile and v.status == "done":
-            cascade = Cascade(primary, fallback, cfg.min_faces, cfg.confident_score, cfg.detect_max_side,
-                              cfg.fallback_max_side, cfg.batch_size)
+            cascade = FallbackDetector(primary, fallback, cfg.min_faces, cfg.confident_score, cfg.max_size,
+                              cfg.fallback_max_size, cfg.batch_size)
             row["profile"] = {k: round(x, 3) for k, x in profile_clip(clip, cfg, cascade).items()}
         results.append(row)
         sent = d["frames_to_detector"]

@@ -17,6 +17,8 @@ _FACTORIES: dict[str, tuple[str, str]] = {
 
 
 def available_models() -> list[str]:
+    """The model names ``load`` accepts, sorted (e.g. ["mtcnn", "retinaface-mnet025",
+    "retinaface-r50"]). Cheap: imports no model code and reads no weights."""
     return sorted(_FACTORIES)
 
 
@@ -28,7 +30,11 @@ def load(name: str = DEFAULT_MODEL, weights: str | None = None, device: str = "c
     weights: optional checkpoint path, registered weights name or http(s) URL overriding the
         default weights.
     device: torch device ("cpu", "cuda", "cuda:1").
-    options: model-specific settings (e.g. score_threshold, nms_threshold, backend). backend:
+    options: model-specific settings (e.g. score_threshold, nms_threshold, backend).
+        score_threshold: a face's minimum probability, 0..1. nms_threshold: overlap above
+        which the lower-scoring of two boxes is dropped, 0..1 -- RetinaFace: intersection
+        over union (default 0.4); MTCNN: intersection over the *smaller* box's area
+        (the final O-Net NMS, default 0.7), not IoU. backend:
         "auto" (default): the model's fastest installed CPU backend, all giving the same faces
         (RetinaFace: onnxruntime, then openvino; MTCNN: openvino; ``facesieve.backends.CPU_PREFERENCE``),
         torch when none is installed and on CUDA; or "torch", "onnxruntime", "openvino".

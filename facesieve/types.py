@@ -135,6 +135,11 @@ class Face:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Face":
         """Inverse of ``to_dict``: keys other than CORE_KEYS go to ``extra``.
+
+        d: {"box": [x1, y1, x2, y2] image pixels, "score": 0..1, optional "landmarks":
+        5 [x, y] pairs in LANDMARK_NAMES order (pixels) or null, optional "detector", ...}
+        -- e.g. a line of ``facesieve detect``'s faces.jsonl or a video manifest row.
+        Returns a Face with a float box tuple and (5, 2) float32 landmarks (or None).
         Raises KeyError without "box" / "score", ValueError for a box that is not 4
         numbers or landmarks that are not 5 (x, y) pairs."""
         box = tuple(float(v) for v in d["box"])

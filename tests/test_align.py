@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facesieve.types import Face
-from facesieve.video.align import (
+from facesieve.align import (
     ARCFACE_TEMPLATE,
     align_face,
     box_crop,

@@ -12,7 +12,7 @@ import pytest
 from facesieve.detectors.base import Detector
 from facesieve.types import Face
 from facesieve.video import VideoConfig, VideoFaceExtractor, expand_video_inputs, extract_video
-from facesieve.video.align import ARCFACE_TEMPLATE
+from facesieve.align import ARCFACE_TEMPLATE
 from facesieve.video.manifest import read_jsonl
 
 from test_video_sampling import make_bad_videos
@@ -103,7 +103,7 @@ def test_forced_fallback_on_a_real_clip(tmp_path, videos_dir, detectors):
                       primary=blind, fallback=retina)
     v = s.videos[0]
     assert v.status == "done" and blind.calls == 3
-    assert v.cascade.fallback_frames == 3 and v.cascade.kept == {"retinaface-mnet025": 3}
+    assert v.detection.fallback_frames == 3 and v.detection.kept == {"retinaface-mnet025": 3}
     for fr in v.frames:
         assert fr.detector == "retinaface-mnet025" and fr.tried == ("blind", "retinaface-mnet025")
         assert len(fr.faces) == 1 and 150 < fr.faces[0].height < 400  # anchor face ~255 px (README)
@@ -270,3 +270,18 @@ def test_cli(tmp_path, videos_dir, capsys):
     assert main(["video", str(tmp_path / "none*.mp4"), "--out", str(out), "-q"]) == 2
     with pytest.raises(SystemExit):
         main(["video", "x.mp4", "--out", str(out), "--every", "2", "--fps", "3"])
+
+
+def test_max_size_keywords_old_spelling_warns_and_markers_keep_their_keys():
+    with pytest.warns(DeprecationWarning, match="detect_max_side"):
+        old = VideoConfig(detect_max_side=640, fallback_max_side=1280)
+    assert (old.max_size, old.fallback_max_size) == (640, 1280)
+    assert old == VideoConfig(max_size=640, fallback_max_size=1280)
+    with pytest.raises(AttributeError):
+        old.detect_max_side  # noqa: B018  (the value is max_size; no silent sentinel)
+    # done.json markers written before the rename hold these keys: a re-run must still match them
+    settings = VideoConfig(max_size=640).output_settings()
+    assert settings["detect_max_side"] == 640 and settings["fallback_max_side"] == 960
+    assert "max_size" not in settings and "fallback_max_size" not in settings
+    with pytest.raises(ValueError, match="max_size must be >= 32"):
+        VideoConfig(max_size=16).validate()

@@ -8,7 +8,7 @@ import numpy as np
 from facesieve.backends import require_backend
 from facesieve.nets.mtcnn import MTCNNNets
 
-STAGES = ("pnet", "rnet", "onet")
+from facesieve.nets.constants import MTCNN_STAGES as STAGES
 
 
 class GraphMTCNNRunner:

@@ -46,7 +46,10 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; returns its exit code.
+    """Run a command; returns its exit code (per command; 2 is always a usage error).
+
+    argv: the arguments after the program name (None: ``sys.argv[1:]``). Each command's
+    ``--help`` states its inputs, outputs (pixels, xyxy boxes, RGB images) and exit codes.
 
     Handled here for every command: a feature whose optional dependency is missing
     (``facesieve.MissingDependencyError``: one line naming the extra to install, exit 2);

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from facesieve.backends import BACKENDS
+
 
 def _number(text: str, kind: type) -> float:
     try:
@@ -39,7 +41,7 @@ def unit_float(text: str) -> float:
 # --quiet/-q (no progress bar, no summary), --no-progress (no progress bar). Progress bars are
 # drawn only when stderr is a terminal.
 
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 def add_backend_args(p: argparse.ArgumentParser | argparse._ArgumentGroup, threads: bool = True,

@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score-threshold", type=unit_float, default=None, metavar="S",
                    help="keep faces scoring >= S (default: the model's)")
     p.add_argument("--nms-threshold", type=unit_float, default=None, metavar="T",
-                   help="NMS IoU threshold (default: the model's)")
+                   help="NMS overlap threshold (default: the model's): intersection over union for "
+                   "RetinaFace (0.4); for MTCNN intersection over the smaller box (0.7), not IoU")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="images per forward pass (default: the model's)")
     g = p.add_argument_group("scale (see README: 'Image size and scale')")
@@ -95,8 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 @dataclass
-class RunSummary:
-    """What a detect run did; ``to_dict`` is summary.json."""
+class DetectRunSummary:
+    """What a `facesieve detect` run did; ``to_dict`` is its summary.json. (Not the video
+    job's ``facesieve.RunSummary`` = ``facesieve.video.VideoRunSummary``.)"""
 
     model: str
     device: str
@@ -198,7 +200,7 @@ def _load_batches(
         yield batch
 
 
-def _write_summary(out_dir: Path, summary: RunSummary) -> str | None:
+def _write_summary(out_dir: Path, summary: DetectRunSummary) -> str | None:
     """Write summary.json atomically; the OS error's text if that fails."""
     from facesieve.io import atomic_write_text
 
@@ -210,7 +212,7 @@ def _write_summary(out_dir: Path, summary: RunSummary) -> str | None:
 
 
 @contextlib.contextmanager
-def _summary_on_interrupt(out_dir: Path, summary: RunSummary, finish: Callable[[], None]) -> Iterator[None]:
+def _summary_on_interrupt(out_dir: Path, summary: DetectRunSummary, finish: Callable[[], None]) -> Iterator[None]:
     """On Ctrl-C / SIGTERM: summary.json with what was done, "complete": false; then re-raise."""
     try:
         yield
@@ -288,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
               f"{e.strerror or e}", file=sys.stderr)
         return 2
     # replace an older run's summary at once: until the end it says "complete": false
-    summary = RunSummary(model=args.model, device=str(args.device), out=str(out_dir), inputs=len(expanded.paths))
+    summary = DetectRunSummary(model=args.model, device=str(args.device), out=str(out_dir), inputs=len(expanded.paths))
     problem = _write_summary(out_dir, summary)
     if problem:
         print(f"facesieve detect: error: cannot write {display_path(out_dir / 'summary.json')}: {problem}",
@@ -421,7 +423,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _print_summary(s: RunSummary, out_dir: Path, jsonl: bool, quiet: bool, max_listed: int = 20) -> None:
+def _print_summary(s: DetectRunSummary, out_dir: Path, jsonl: bool, quiet: bool, max_listed: int = 20) -> None:
     """Readable summary on stdout, failures on stderr; with ``quiet`` only the failures.
     Paths that are not valid UTF-8 are printed with \\xNN escapes (``display_path``)."""
     from facesieve.io.paths import display_path as show

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_backend_args(w)
     w.add_argument("--out", metavar="PRED_DIR", help="output folder (default: widerface_<model>, or the --predictions folder)")
     w.add_argument("--score-threshold", type=float, default=0.02, help="detector score threshold (default: 0.02)")
-    w.add_argument("--nms-threshold", type=float, default=0.4, help="detector NMS IoU threshold (default: 0.4)")
+    w.add_argument("--nms-threshold", type=float, default=0.4, help="detector NMS overlap threshold (default: 0.4): intersection over union for "
+                   "RetinaFace; for MTCNN intersection over the smaller box (its own default is 0.7)")
     w.add_argument("--scales", choices=("protocol", "detect"), default="protocol",
                    help="protocol: one pass at the original size, the WIDER FACE protocol of the published "
                    "APs (default); detect: the model's own scales, as `facesieve detect` runs it "

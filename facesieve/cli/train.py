@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from facesieve.nets.constants import MTCNN_STAGES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train RetinaFace or MTCNN on a face dataset")
@@ -70,7 +72,7 @@ def _add_mtcnn(models: argparse._SubParsersAction) -> None:
         "L2 box and landmark losses weighted 1:0.5:0.5 (P, R) or 1:0.5:1 (O). Writes RUN_DIR/<stage>.pth.",
     )
     _common(q)
-    q.add_argument("--stage", choices=("pnet", "rnet", "onet"), required=True)
+    q.add_argument("--stage", choices=MTCNN_STAGES, required=True)
     q.add_argument("--pnet", metavar="PATH", help="P-Net weights for mining (rnet/onet; default: the released P-Net)")
     q.add_argument("--rnet", metavar="PATH", help="R-Net weights for mining (onet; default: the released R-Net)")
     q.add_argument("--init", metavar="PATH", help="start this stage from weights (a stage .pth or an MTCNN checkpoint)")

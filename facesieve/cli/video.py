@@ -6,8 +6,9 @@ ones are duplicated (flagged "oversampled") up to N.
 
 Outputs in --out (each video's directory appears complete or not at all):
     <video>/crops/<frame>_<face>.jpg   aligned (112x112 ArcFace template) or box crops
-    <video>/manifest.jsonl             one row per face: frame index, timestamp, detector,
-                                       oversampled, box, score, landmarks, crop path
+    <video>/manifest.jsonl             one row per face: frame index, timestamp (s), detector,
+                                       oversampled, box [x1,y1,x2,y2], score, 5 landmarks
+                                       [x,y] (full-resolution upright frame pixels), crop path
     <video>/manifest.parquet           same, with --parquet
     <video>/done.json                  completion marker: a re-run skips the video
     summary.json                       videos done / skipped / failed (with reasons),
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     models = available_models()
     p = sub.add_parser(
         "video",
-        help="extract N face frames and aligned crops per video (MTCNN -> RetinaFace cascade)",
+        help="extract N face frames and aligned crops per video (MTCNN, RetinaFace fallback)",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--fps", type=positive_float, default=None, metavar="F",
                    help="sample F frames per second of video instead")
     g.add_argument("--no-oversample", action="store_true", help="do not duplicate face frames up to N")
-    g = p.add_argument_group("cascade")
+    g = p.add_argument_group("detectors")
     g.add_argument("--primary", default="mtcnn", choices=models, help="first detector (default: %(default)s)")
     g.add_argument("--fallback", default="retinaface-mnet025", choices=models + ["none"],
                    help="detector for frames where the primary found too little (default: %(default)s)")
@@ -64,10 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fallback when the primary finds fewer confident faces (default: %(default)s)")
     g.add_argument("--confident-score", type=unit_float, default=0.9, metavar="S",
                    help="score a primary face needs to count as found (default: %(default)s)")
-    g.add_argument("--max-size", "--detect-max-side", dest="detect_max_side", type=_side, default=960,
+    g.add_argument("--max-size", "--detect-max-side", dest="max_size", type=_side, default=960,
                    metavar="PX", help="downscale frames to this long side for the primary detector, 'full' = no "
                         "downscaling (as `facesieve detect --max-size`; default: %(default)s)")
-    g.add_argument("--fallback-max-size", "--fallback-max-side", dest="fallback_max_side", type=_side,
+    g.add_argument("--fallback-max-size", "--fallback-max-side", dest="fallback_max_size", type=_side,
                    default=960, metavar="PX", help="same for the fallback detector (default: %(default)s)")
     g.add_argument("--min-face-size", type=positive_float, default=None, metavar="PX",
                    help="MTCNN smallest face in detector-input pixels (default: MTCNN's 20)")
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from facesieve.optional import require_extra
 
     require_extra("video", "facesieve video")  # MissingDependencyError: one line from main(), exit 2
-    from facesieve.video.job import VideoConfig, VideoFaceExtractor, expand_video_inputs
+    from facesieve.video.config import VideoConfig
+    from facesieve.video.job import VideoFaceExtractor, expand_video_inputs
 
     config = VideoConfig(
         frames=args.frames,
@@ -117,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
         fallback=None if args.fallback == "none" else args.fallback,
         min_faces=args.min_faces,
         confident_score=args.confident_score,
-        detect_max_side=args.detect_max_side,
-        fallback_max_side=args.fallback_max_side,
+        max_size=args.max_size,
+        fallback_max_size=args.fallback_max_size,
         min_face_size=args.min_face_size,
         device=args.device,
         backend=args.backend,
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         return _report(args, summary)
     extractor = VideoFaceExtractor(config)
     try:
-        extractor.cascade  # load the models now: a bad model is a usage error, not N failed videos
+        extractor.detectors  # load the models now: a bad model is a usage error, not N failed videos
     except Exception as e:
         print(f"facesieve video: cannot load the detectors: {e}", file=sys.stderr)
         return 2

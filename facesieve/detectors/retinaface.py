@@ -41,6 +41,7 @@ import torch
 
 from facesieve.detectors.base import Detector
 from facesieve.nets.backbones import zero_padding_region
+from facesieve.nets.constants import BGR_MEAN
 from facesieve.nets.retinaface import RetinaFace
 from facesieve.ops.anchors import AnchorGenerator
 from facesieve.ops.box_coder import BoxCoder
@@ -54,7 +55,7 @@ from facesieve.weights.registry import Preprocessing, WeightsEntry, get_weights,
 BACKBONES = {"retinaface-mnet025": "mobilenet0.25", "retinaface-r50": "resnet50"}
 """Model name -> network backbone."""
 
-BIUBUG6_PREPROCESSING = Preprocessing("BGR", (104.0, 117.0, 123.0))
+BIUBUG6_PREPROCESSING = Preprocessing("BGR", BGR_MEAN)
 """What biubug6-format checkpoints (and our training) expect: BGR minus (104, 117, 123)."""
 
 MULTISCALE_SHORT_SIDE = 640

@@ -19,7 +19,7 @@ from torch import nn
 from facesieve.export.onnx import cached_graph, export_onnx
 from facesieve.nets.mtcnn import MTCNNNets, face_probability
 
-STAGES = ("pnet", "rnet", "onet")
+from facesieve.nets.constants import MTCNN_STAGES as STAGES
 
 
 class PNetGraph(nn.Module):

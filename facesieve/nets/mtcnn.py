@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesieve.nets.constants import MTCNN_STAGES  # noqa: F401  (the stage names: pnet, rnet, onet)
+
 IMAGE_MEAN = 127.5
 IMAGE_SCALE = 1.0 / 128.0
 """Normalisation of RGB 0..255 pixels: ``x = (pixel - IMAGE_MEAN) * IMAGE_SCALE``."""

@@ -18,6 +18,7 @@ import torch
 from facesieve.data.labels import BoxDataset
 from facesieve.io.atomic import atomic_open
 from facesieve.io.images import load_image
+from facesieve.nets.constants import MTCNN_STAGES
 from facesieve.ops.boxes import box_iou
 
 Proposer = Callable[[np.ndarray], np.ndarray]
@@ -31,7 +32,7 @@ def cascade_nets(pnet: str | None = None, rnet: str | None = None, onet: str | N
 
     nets = MTCNNNets()
     load_into(nets, load_mtcnn_state_dict(None), source="mtcnn package weights")
-    for name, path in (("pnet", pnet), ("rnet", rnet), ("onet", onet)):
+    for name, path in zip(MTCNN_STAGES, (pnet, rnet, onet)):
         if path:
             getattr(nets, name).load_state_dict(read_stage_state(path, name), strict=True)
     return nets

@@ -265,14 +265,14 @@ class RandomSampleConfig:
 
     negatives_per_image: random squares anywhere; negatives_near_face: squares next to each
     face; near_face_per_face: shifted crops around each face (positives and parts);
-    landmark_per_face: landmark crops per face with landmarks; min_face: faces smaller
+    landmarks_per_face: landmark crops per face with landmarks; min_face: faces smaller
     than this (pixels, min side) give no positives/parts/landmark crops.
     """
 
     negatives_per_image: int = 50
     negatives_near_face: int = 5
     near_face_per_face: int = 20
-    landmark_per_face: int = 10
+    landmarks_per_face: int = 10
     min_face: float = 20.0
     min_crop: int = 12
 
@@ -299,7 +299,7 @@ def random_samples_for_image(
     out = samples_from_candidates(image, gt, crops, size)
     lm_mask = np.asarray(has_landmarks, bool) & big
     lm = landmark_samples(image, gt[lm_mask], np.asarray(landmarks)[lm_mask], size,
-                          cfg.landmark_per_face, rng, cfg.min_face)
+                          cfg.landmarks_per_face, rng, cfg.min_face)
     return SampleSet.concat([out, lm], size)
 
 
@@ -327,7 +327,7 @@ def mine_samples(
     propose: Callable[[np.ndarray], np.ndarray],
     size: int,
     rng: np.random.Generator,
-    landmark_per_face: int = 10,
+    landmarks_per_face: int = 10,
     min_face: float = 12.0,
     ratio: Sequence[float] | None = DEFAULT_RATIO,
     progress: Callable[[Iterable], Iterable] = lambda x: x,
@@ -345,7 +345,7 @@ def mine_samples(
         parts.append(samples_from_candidates(image, item.boxes, cands, size))
         lm = item.has_landmarks
         parts.append(landmark_samples(image, item.boxes[lm], item.landmarks[lm], size,
-                                      landmark_per_face, rng, min_face))
+                                      landmarks_per_face, rng, min_face))
     samples = SampleSet.concat(parts, size)
     return balance(samples, rng, ratio) if ratio is not None else samples
 

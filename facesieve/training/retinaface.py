@@ -33,6 +33,7 @@ from facesieve.data.labels import BoxDataset, load_box_dataset
 from facesieve.data.transforms import RetinaFaceAugment, Sample, to_chw_tensor_array
 from facesieve.io.images import ImageError, load_image
 from facesieve.nets.batchnorm import set_bn_eval, shift_input_mean, unfold_state
+from facesieve.nets.constants import BGR_MEAN  # network input: BGR pixels minus this mean
 from facesieve.nets.retinaface import RetinaFace
 from facesieve.ops.anchors import AnchorGenerator
 from facesieve.ops.box_coder import BoxCoder
@@ -41,8 +42,6 @@ from facesieve.training.losses import multibox_loss
 from facesieve.training.run import RunBook, decay_iterations, lr_at, say
 from facesieve.training.targets import TargetBuilder
 
-BGR_MEAN = (104.0, 117.0, 123.0)
-"""Network input: BGR pixels minus this mean (biubug6's preprocessing; the registry's default)."""
 
 DEFAULT_IMAGE_SIZE = {"mobilenet0.25": 640, "resnet50": 840}
 MODEL_NAMES = {"mobilenet0.25": "retinaface-mnet025", "resnet50": "retinaface-r50"}

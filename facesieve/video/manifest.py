@@ -46,6 +46,48 @@ MANIFEST_FIELDS = (
 )
 
 
+def video_rows(result: Any) -> list[dict[str, Any]]:
+    """A ``facesieve.video.VideoResult``'s manifest rows (dicts keyed by MANIFEST_FIELDS; missing keys are null):
+    one per face of each output sample (duplicates flagged ``oversampled``), one per sampled
+    frame without faces, or a single error row for a failed video. Coordinates are rounded
+    to 3 decimals (frame pixels). (``result`` is not typed by import: results.py imports
+    this module.)"""
+    base = {"video": result.path, "video_id": result.video_id}
+    if result.status == "failed":
+        return [{**base, "error": result.error}]
+    slots: dict[int, list[tuple[int, bool]]] = {}
+    for s, (i, dup) in enumerate(result.samples):
+        slots.setdefault(i, []).append((s, dup))
+    rows: list[dict[str, Any]] = []
+    for i, fr in enumerate(result.frames):
+        common = {
+            **base,
+            "frame_index": fr.index,
+            "timestamp": round(fr.timestamp, 6),
+            "pts": fr.pts,
+            "detector": fr.detector,
+            "detectors_tried": list(fr.tried),
+        }
+        if not fr.faces or i not in slots:
+            rows.append({**common, "oversampled": False})
+            continue
+        for s, dup in slots[i]:
+            for j, face in enumerate(fr.faces):
+                d = face.to_dict(decimals=3)
+                rows.append({
+                    **common,
+                    "sample": s,
+                    "oversampled": dup,
+                    "face_index": j,
+                    "box": d["box"],
+                    "score": d["score"],
+                    "landmarks": d["landmarks"],
+                    "crop": fr.crop_paths[j] if j < len(fr.crop_paths) else None,
+                    "crop_kind": fr.crop_kinds[j] if j < len(fr.crop_kinds) else None,
+                })
+    return rows
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None

@@ -31,15 +31,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from facesieve.video import manifest as mf
-from facesieve.video.job import (
-    RunSummary,
-    VideoConfig,
-    VideoFaceExtractor,
-    VideoResult,
-    _Job,
-    expand_video_inputs,
-    remove_stale,
-)
+from facesieve.video.config import VideoConfig
+from facesieve.video.job import VideoFaceExtractor, expand_video_inputs
+from facesieve.video.outdir import remove_stale
+from facesieve.video.pipeline import _Job
+from facesieve.video.results import VideoResult, VideoRunSummary
 
 MAX_ATTEMPTS = 3
 """Times a video is started on a worker that then dies before it is given up (failed)."""
@@ -50,8 +46,8 @@ class WorkerStartError(RuntimeError):
 
 
 @dataclass
-class RayRunSummary(RunSummary):
-    """RunSummary of a Ray run: the same fields, plus ``ray`` (workers, per-worker
+class RayRunSummary(VideoRunSummary):
+    """VideoRunSummary of a Ray run: the same fields, plus ``ray`` (workers, per-worker
     throughput, retries and Ray's per-video overhead) in ``to_dict()["ray"]``."""
 
     ray: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +67,7 @@ class VideoWorker:
     def __init__(self, config: VideoConfig) -> None:
         t = time.perf_counter()
         self.extractor = VideoFaceExtractor(config)
-        self.extractor.cascade  # load the detectors now, once per worker
+        self.extractor.detectors  # load the detectors now, once per worker
         self.load_seconds = time.perf_counter() - t
 
     def info(self) -> dict[str, Any]:
@@ -221,11 +217,11 @@ def _run_pool(ray, driver: VideoFaceExtractor, jobs: list[_Job], out: Path, n: i
                     if attempts[job.video_id] < max_attempts:
                         queue.appendleft(job)
                         continue
-                    result = driver._failed(job, f"the worker processing it died {attempts[job.video_id]} times "
+                    result = driver.record_failure(job, f"the worker processing it died {attempts[job.video_id]} times "
                                                  f"(last: {reason})", out)
                     tm = None
                 except RayTaskError as e:  # a bug outside the per-video error handling
-                    result, tm = driver._failed(job, f"worker error: {error_line(e)}", out), None
+                    result, tm = driver.record_failure(job, f"worker error: {error_line(e)}", out), None
                 t_recv = time.time()
                 if tm is not None:
                     process_s = tm["end"] - tm["start"]

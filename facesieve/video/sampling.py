@@ -11,14 +11,14 @@ Targets are chosen on that index; the decode pass then
 * stops as soon as the last target frame is out.
 
 Frames come out as upright RGB (display-matrix rotation applied) with a downscaled
-copy for the detector. All sizes are pixels, all times seconds.
+copy for the detector. All sizes are pixels, all times seconds. The packet index, the
+frame choice and the seek points are in ``frame_index``; this module decodes.
 """
 from __future__ import annotations
 
 import bisect
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -26,17 +26,12 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from facesieve.video.errors import VideoError
+from facesieve.video.errors import require_av as _av
+from facesieve.video.frame_index import choose_frames, read_index, seek_points
+
 MAX_VIDEO_PIXELS = 36_000_000
 """Largest frame accepted by default (pixels, coded size): a little above 8K UHD (7680x4320)."""
-
-
-class VideoError(RuntimeError):
-    """A video cannot be used. ``path`` names the file, ``reason`` says what is wrong."""
-
-    def __init__(self, path: str, reason: str):
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -92,28 +87,6 @@ class DecodeStats:
     seconds: float = 0.0
 
 
-@dataclass
-class _Packet:
-    order: int  # position in decode (file) order
-    pts: int | None
-    dts: int | None
-    keyframe: bool
-    duration: int
-
-
-@dataclass
-class _Index:
-    packets: list[_Packet]  # decode order
-    by_pts: list[_Packet] = field(default_factory=list)  # presentation order (= frame index)
-    has_pts: bool = True
-
-
-def _av():
-    from facesieve.optional import require
-
-    return require("av", "video decoding (facesieve video, extract_video)", "video")  # lazily: `--help` stays cheap
-
-
 def _open_error(path: str, e: BaseException) -> VideoError:
     av = _av()
     if isinstance(e, FileNotFoundError):
@@ -127,52 +100,6 @@ def _open_error(path: str, e: BaseException) -> VideoError:
     if isinstance(e, av.error.InvalidDataError):
         return VideoError(path, "not a readable video (corrupt, truncated, or not a video container)")
     return VideoError(path, f"cannot open video: {e}")
-
-
-def choose_frames(
-    pts_seconds: Sequence[float],
-    duration: float,
-    frames: int | None = None,
-    every: int | None = None,
-    fps: float | None = None,
-) -> list[int]:
-    """Frame indices to sample, ascending and unique.
-
-    pts_seconds: presentation time of each frame (seconds since the first frame, ascending).
-    frames=N: N times at the centres of N equal slices of ``duration``; each takes the
-        frame shown at that time (fewer than N when the video has fewer frames).
-    every=k: frames 0, k, 2k, ...
-    fps=f: the frames shown at times 0, 1/f, 2/f, ...
-    Exactly one of the three must be given.
-    """
-    given = [x is not None for x in (frames, every, fps)]
-    if sum(given) != 1:
-        raise ValueError("give exactly one of frames=, every=, fps=")
-    n = len(pts_seconds)
-    if n == 0:
-        return []
-    if every is not None:
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        return list(range(0, n, int(every)))
-    if fps is not None:
-        if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
-        count = max(1, int(math.floor(duration * fps + 1e-9)))
-        times = [j / fps for j in range(count)]
-    else:
-        assert frames is not None
-        if frames < 1:
-            raise ValueError(f"frames must be >= 1, got {frames}")
-        if frames >= n:
-            return list(range(n))
-        times = [(i + 0.5) * duration / frames for i in range(frames)]
-    out: list[int] = []
-    for t in times:
-        i = max(0, bisect.bisect_right(pts_seconds, t + 1e-9) - 1)
-        if not out or out[-1] != i:
-            out.append(i)
-    return out
 
 
 def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -237,7 +164,7 @@ class VideoReader:
             raise VideoError(
                 self.path, f"frame size {w}x{h} is more than max_pixels={max_pixels} (raise max_pixels to allow it)"
             )
-        self._index = self._read_index()
+        self._index = read_index(self.path, self._container, self._stream)
         pk = self._index.by_pts
         if not pk:
             raise VideoError(self.path, "video stream has no frames")
@@ -280,33 +207,6 @@ class VideoReader:
         if fast:  # no deblocking, FFmpeg's non-exact speed-ups: small pixel drift, ~30% less decoding
             s.codec_context.options = {"skip_loop_filter": "all"}
             s.codec_context.flags2 |= _av().codec.context.Flags2.fast
-
-    def _read_index(self) -> _Index:
-        av = _av()
-        packets: list[_Packet] = []
-        declared = int(self._stream.frames or 0)
-        try:
-            for pkt in self._container.demux(self._stream):
-                if pkt.size == 0:
-                    continue
-                if pkt.is_corrupt:
-                    of = f" of {declared}" if declared else ""
-                    raise VideoError(self.path, f"damaged or truncated file: frame {len(packets)}{of} is corrupt")
-                packets.append(
-                    _Packet(len(packets), pkt.pts, pkt.dts, bool(pkt.is_keyframe), int(pkt.duration or 0))
-                )
-        except av.error.FFmpegError as e:
-            raise VideoError(self.path, f"damaged or truncated file: reading failed after {len(packets)} frames ({e})") from e
-        has_pts = bool(packets) and all(p.pts is not None for p in packets)
-        if has_pts:
-            by_pts = sorted(packets, key=lambda p: p.pts)  # type: ignore[arg-type,return-value]
-            # duplicated timestamps make frame matching ambiguous: use decode order
-            if len({p.pts for p in packets}) != len(packets):
-                has_pts, by_pts = False, list(packets)
-        else:
-            by_pts = list(packets)
-        self._pts_order = {p.pts: p.order for p in packets} if has_pts else {}
-        return _Index(packets, by_pts, has_pts)
 
     # -- public -----------------------------------------------------------------
     @property
@@ -384,7 +284,7 @@ class VideoReader:
         av = _av()
         packets = self._index.packets
         by_pts = self._index.by_pts
-        key_orders = self._seek_points()
+        key_orders = seek_points(self._index, self._stream)
         pts_to_index = {p.pts: i for i, p in enumerate(by_pts)}
         targets = {by_pts[i].pts for i in wanted}
         target_orders = sorted(by_pts[i].order for i in wanted)
@@ -445,22 +345,6 @@ class VideoReader:
             more = "..." if len(missing) > 5 else ""
             raise VideoError(self.path, f"frames {missing[:5]}{more} could not be decoded (damaged file?)")
 
-    def _seek_points(self) -> list[int]:
-        """Decode-order positions the demuxer can seek to: the container index's keyframes
-        (e.g. MP4 sync samples) when it has an index, else packets flagged as keyframes."""
-        packets = self._index.packets
-        flagged = [p.order for p in packets if p.keyframe]
-        try:
-            entries = self._stream.index_entries
-            index_ts = {e.timestamp for e in entries if e.is_keyframe}
-        except Exception:  # pragma: no cover - older PyAV without index_entries
-            index_ts = set()
-        if index_ts:
-            points = [p.order for p in packets if p.keyframe and (p.dts in index_ts or p.pts in index_ts)]
-            if points:
-                return points if points[0] == 0 else [0] + points
-        return flagged if flagged and flagged[0] == 0 else [0] + flagged
-
     @staticmethod
     def _next_packet(demux):
         for pkt in demux:
@@ -470,7 +354,7 @@ class VideoReader:
 
     def _order_of(self, pkt) -> int:
         """Decode-order position of a demuxed packet (matched on its presentation timestamp)."""
-        return self._pts_order.get(pkt.pts, -1)
+        return self._index.pts_order.get(pkt.pts, -1)
 
     def _emit(self, frame, remaining: set, pts_to_index: dict) -> Iterator[SampledFrame]:
         if frame.pts in remaining:

@@ -1,6 +1,7 @@
 """The pretrained weights facesieve knows. Measured metrics are filled from our runs."""
 from __future__ import annotations
 
+from facesieve.nets.constants import BGR_MEAN
 from facesieve.weights.registry import Preprocessing, WeightsEntry, register  # noqa: F401
 
 # RetinaFace entries (converters: facesieve.weights.retinaface).
@@ -37,7 +38,7 @@ register(WeightsEntry(
     license="MIT",
     file_name="mobilenet0.25_Final.pth",
     size=1_789_735,
-    preprocessing=Preprocessing("BGR", (104.0, 117.0, 123.0)),
+    preprocessing=Preprocessing("BGR", BGR_MEAN),
     options={"backbone": "mobilenet0.25"},
     metrics={"wider_val_dev": {"easy": 89.91, "medium": 88.25, "hard": 72.49, "settings": _RF_EVAL}},
     description=f"{_BIUBUG6} release mobilenet0.25_Final.pth (1,789,735 bytes); pass its path as weights=.",
@@ -53,7 +54,7 @@ register(WeightsEntry(
     license="MIT",
     file_name="Resnet50_Final.pth",
     size=109_497_761,
-    preprocessing=Preprocessing("BGR", (104.0, 117.0, 123.0)),
+    preprocessing=Preprocessing("BGR", BGR_MEAN),
     options={"backbone": "resnet50"},
     metrics={},
     description=f"{_BIUBUG6} release Resnet50_Final.pth; not downloadable here, pass its path as weights=.",

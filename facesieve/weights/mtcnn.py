@@ -24,11 +24,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from facesieve.nets.constants import MTCNN_STAGES
 from facesieve.weights.cache import WeightsError, cached_state_dict, download, sha256_file
 
 CONVERTER_VERSION = 1
 
-NET_NAMES = ("pnet", "rnet", "onet")
+NET_NAMES = MTCNN_STAGES
 
 LZ4_SHA256 = {
     "pnet": "ea6b0c3e685ebee3165326ad6484acc95f2ef78f1c94fbf40a55704fa989f7b5",

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from facesieve.nets.constants import BGR_MEAN
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -20,7 +22,7 @@ class Preprocessing:
     """
 
     channel_order: str = "BGR"
-    mean: tuple[float, float, float] = (104.0, 117.0, 123.0)
+    mean: tuple[float, float, float] = BGR_MEAN
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 

@@ -1,5 +1,6 @@
-"""The detection cascade: a fast primary detector, a stronger fallback where it finds too
-little, and oversampling of the frames that have faces.
+"""The video's fallback chain: a fast primary detector, a stronger fallback where it finds
+too little, and oversampling of the frames that have faces. (Not to be confused with
+MTCNN's own P-Net -> R-Net -> O-Net cascade inside one detector.)
 
 Boxes and landmarks are always returned in full-resolution frame pixels, whatever size
 the detectors were fed.
@@ -21,7 +22,7 @@ from facesieve.video.sampling import SampledFrame
 
 @dataclass
 class FrameFaces:
-    """Cascade result for one frame.
+    """Fallback-chain result for one frame.
 
     faces: the kept detector's faces, full-resolution pixels, highest score first.
     detector: name of the detector whose faces were kept (None when neither found any).
@@ -34,7 +35,7 @@ class FrameFaces:
 
 
 @dataclass
-class CascadeStats:
+class FallbackStats:
     """Frames sent to each detector, fallback uses and detector time (seconds)."""
 
     frames: int = 0
@@ -43,7 +44,7 @@ class CascadeStats:
     fallback_frames: int = 0
     seconds: Counter = field(default_factory=Counter)  # detector name -> seconds
 
-    def merge(self, other: "CascadeStats") -> None:
+    def merge(self, other: "FallbackStats") -> None:
         self.frames += other.frames
         self.sent.update(other.sent)
         self.kept.update(other.kept)
@@ -72,7 +73,7 @@ def _rescale(faces: list[Face], scale: float) -> list[Face]:
     return faces
 
 
-class Cascade:
+class FallbackDetector:
     """Primary detector on every frame, fallback on frames where it found too little.
 
     primary / fallback: Detectors (fallback None: no second pass).
@@ -106,7 +107,7 @@ class Cascade:
         self.primary_max_side = primary_max_side
         self.fallback_max_side = fallback_max_side
         self.batch_size = max(1, int(batch_size))
-        self.stats = CascadeStats()
+        self.stats = FallbackStats()
 
     @staticmethod
     def _name(det: Detector) -> str:
@@ -145,7 +146,7 @@ class Cascade:
         return out
 
     def detect(self, frames: Sequence[SampledFrame]) -> list[FrameFaces]:
-        """Run the cascade on frames; one FrameFaces per frame, in order."""
+        """Run the primary (and, where needed, the fallback) on frames; one FrameFaces per frame, in order."""
         if not frames:
             return []
         pname = self._name(self.primary)
@@ -175,6 +176,12 @@ class Cascade:
             if r.detector:
                 self.stats.kept[r.detector] += 1
         return results
+
+
+Cascade = FallbackDetector
+"""Former name of FallbackDetector (exported by ``facesieve.video``; kept as an alias)."""
+CascadeStats = FallbackStats
+"""Former name of FallbackStats."""
 
 
 def oversample(success: Sequence[int], n: int) -> list[tuple[int, bool]]:

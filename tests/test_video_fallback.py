@@ -1,4 +1,4 @@
-"""Cascade decisions and oversampling, with fake detectors (exact expectations) and a real hard frame."""
+"""Fallback-chain decisions and oversampling, with fake detectors (exact expectations) and a real hard frame."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,7 +9,7 @@ import pytest
 
 from facesieve.detectors.base import Detector
 from facesieve.types import Face
-from facesieve.video.cascade import Cascade, oversample
+from facesieve.video.fallback import FallbackDetector, oversample
 from facesieve.video.sampling import SampledFrame
 
 
@@ -68,12 +68,12 @@ def test_oversample_extra_copies_are_spread_over_the_sequence():
     assert twice == [1, 5, 8]  # one per third of the sequence, not the first three
 
 
-# --------------------------------------------------------------------------- cascade
+# --------------------------------------------------------------------------- fallback chain
 def test_fallback_runs_only_where_the_primary_finds_too_little():
     # primary: a confident face on even frames, nothing on odd frames
     primary = ScriptedDetector("fast", lambda k, im: [_face(100, 100, 50, 0.99)] if k % 2 == 0 else [])
     fallback = ScriptedDetector("strong", lambda k, im: [_face(200, 120, 60, 0.97)])
-    c = Cascade(primary, fallback, min_faces=1, confident_score=0.9, batch_size=3)
+    c = FallbackDetector(primary, fallback, min_faces=1, confident_score=0.9, batch_size=3)
     res = c.detect(_frames(6))
     assert [r.detector for r in res] == ["fast", "strong"] * 3
     assert [r.tried for r in res] == [("fast",), ("fast", "strong")] * 3
@@ -85,19 +85,19 @@ def test_fallback_runs_only_where_the_primary_finds_too_little():
 def test_low_scores_and_min_faces_trigger_the_fallback():
     weak = ScriptedDetector("fast", lambda k, im: [_face(10, 10, 40, 0.6)])
     two = ScriptedDetector("strong", lambda k, im: [_face(10, 10, 40, 0.95), _face(300, 10, 40, 0.93)])
-    res = Cascade(weak, two, min_faces=1, confident_score=0.9).detect(_frames(2))
+    res = FallbackDetector(weak, two, min_faces=1, confident_score=0.9).detect(_frames(2))
     assert [r.detector for r in res] == ["strong", "strong"] and len(res[0].faces) == 2
     # min_faces=3: neither reaches it; the fallback found more confident faces -> kept
     one = ScriptedDetector("fast", lambda k, im: [_face(10, 10, 40, 0.99)])
-    res = Cascade(one, two, min_faces=3).detect(_frames(1))
+    res = FallbackDetector(one, two, min_faces=3).detect(_frames(1))
     assert res[0].detector == "strong" and res[0].tried == ("fast", "strong")
     # fallback finding nothing keeps the primary's (weak) faces
     none = ScriptedDetector("strong", lambda k, im: [])
-    res = Cascade(weak, none).detect(_frames(1))
+    res = FallbackDetector(weak, none).detect(_frames(1))
     assert res[0].detector == "fast" and res[0].faces[0].score == 0.6
     # neither finds anything
     empty = ScriptedDetector("fast", lambda k, im: [])
-    res = Cascade(empty, none).detect(_frames(1))
+    res = FallbackDetector(empty, none).detect(_frames(1))
     assert res[0].detector is None and res[0].faces == [] and res[0].tried == ("fast", "strong")
 
 
@@ -106,7 +106,7 @@ def test_boxes_are_mapped_back_to_full_resolution():
     frame; the faces come back in 1920x1080 pixels."""
     primary = ScriptedDetector("fast", lambda k, im: [])
     fallback = ScriptedDetector("strong", lambda k, im: [_face(im.shape[1] / 4, im.shape[0] / 4, 64, 0.99)])
-    c = Cascade(primary, fallback, primary_max_side=960, fallback_max_side=1280)
+    c = FallbackDetector(primary, fallback, primary_max_side=960, fallback_max_side=1280)
     res = c.detect(_frames(1))
     assert primary.seen == [(540, 960)] and fallback.seen == [(720, 1280)]
     f = res[0].faces[0]
@@ -122,7 +122,7 @@ def test_real_low_light_frame_needs_the_fallback(videos_dir):
 
     with VideoReader(videos_dir / "dfdc_abofeumbvv_lowlight.mp4", detect_max_side=960) as r:
         frames = list(r.read([37]))
-    c = Cascade(facesieve.load("mtcnn"), facesieve.load("retinaface-mnet025"))
+    c = FallbackDetector(facesieve.load("mtcnn"), facesieve.load("retinaface-mnet025"))
     res = c.detect(frames)[0]
     assert res.tried == ("mtcnn", "retinaface-mnet025")
     assert res.detector == "retinaface-mnet025"
