@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from facesieve.cli._args import add_backend_args, add_quiet_args, positive_int, show_progress as _progress_wanted, unit_float
+from facesieve.io.images import describe_error
 
 MAX_BATCH_PIXELS = 32_000_000
 """Cap on a batch's padded size (n * max_h * max_w, pixels); a larger image runs alone."""
@@ -152,18 +153,6 @@ def assign_stems(paths: Sequence[Path], out_dir: Path, suffixes: Sequence[str] =
         taken.add(stem.casefold())
         stems.append(stem)
     return stems
-
-
-def _describe(e: BaseException) -> str:
-    from facesieve.io import ImageError
-
-    if isinstance(e, ImageError):
-        return e.reason
-    if isinstance(e, MemoryError):
-        return "out of memory"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror + (f": {e.filename}" if e.filename else "")
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def _load_batches(
@@ -338,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
                disable=not show_progress)
 
     def fail(i: int, e: BaseException | str) -> None:
-        failed_at[i] = e if isinstance(e, str) else _describe(e)
+        failed_at[i] = e if isinstance(e, str) else describe_error(e)
         bar.update(1)
 
     def detect(arrays: list[np.ndarray]) -> list:
@@ -370,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
                         results.append(e)
             for (i, arr), faces in zip(batch, results):
                 if isinstance(faces, BaseException):
-                    fail(i, f"detection failed: {_describe(faces)}")
+                    fail(i, f"detection failed: {describe_error(faces)}")
                     continue
                 stem, h, w = stems[i], int(arr.shape[0]), int(arr.shape[1])
                 record = {"image": str(paths[i]), "width": w, "height": h, "model": model,
@@ -390,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
                     if entry["annotated"]:  # a failed image leaves no outputs behind
                         with contextlib.suppress(OSError):
                             (out_dir / entry["annotated"]).unlink()
-                    fail(i, f"cannot write output: {_describe(e)}")
+                    fail(i, f"cannot write output: {describe_error(e)}")
                     continue
                 per_image[i] = entry
                 if args.coco:
@@ -407,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
             atomic_write_text(out_dir / "coco.json",
                               json.dumps(coco_detections(coco_records, model), allow_nan=False) + "\n")
         except (OSError, ValueError) as e:
-            summary.failed.append({"image": str(out_dir / "coco.json"), "error": f"cannot write output: {_describe(e)}"})
+            summary.failed.append({"image": str(out_dir / "coco.json"), "error": f"cannot write output: {describe_error(e)}"})
     summary.complete = True
     with contextlib.suppress(BrokenPipeError):  # `| head`: still write summary.json below
         _print_summary(summary, out_dir, args.jsonl, args.quiet)

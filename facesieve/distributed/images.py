@@ -32,6 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from facesieve.io.images import describe_error
+
 PARQUET_DIR = "detections.parquet"
 
 
@@ -52,18 +54,6 @@ def _schema():
         ("worker", pa.string()),
         ("detect_s", pa.float64()),
     ])
-
-
-def _describe(e: BaseException) -> str:
-    from facesieve.io import ImageError
-
-    if isinstance(e, ImageError):
-        return e.reason
-    if isinstance(e, MemoryError):
-        return "out of memory"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror + (f": {e.filename}" if e.filename else "")
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 class DetectBatch:
@@ -102,7 +92,7 @@ class DetectBatch:
             try:
                 arr = load_image(p)
             except Exception as e:  # any loader failure is this row's error, never the dataset's
-                rows[i]["error"] = _describe(e)
+                rows[i]["error"] = describe_error(e)
                 continue
             rows[i]["height"], rows[i]["width"] = int(arr.shape[0]), int(arr.shape[1])
             ok.append((i, arr))
@@ -118,7 +108,7 @@ class DetectBatch:
                         results.append(e)
             for (i, _), faces in zip(ok, results):
                 if isinstance(faces, BaseException):
-                    rows[i]["error"] = f"detection failed: {_describe(faces)}"
+                    rows[i]["error"] = f"detection failed: {describe_error(faces)}"
                     continue
                 dicts = (f.to_dict() for f in faces)
                 rows[i]["faces"] = [{k: d[k] for k in ("box", "score", "landmarks")} for d in dicts]

@@ -338,3 +338,16 @@ def load_image(image: ImageInput, channel_order: str = "rgb") -> np.ndarray:
         if "truncated" in msg.lower():
             msg = "image file is truncated or corrupt"
         raise ImageError(name, f"cannot decode image: {msg}") from e
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for a per-image failure in a batch job: an ImageError's reason (its file is
+    reported beside it), "out of memory", an OS error's text and file, or the exception's
+    type and message."""
+    if isinstance(e, ImageError):
+        return e.reason
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
