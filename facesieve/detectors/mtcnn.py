@@ -38,14 +38,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from facesieve.backends.mtcnn import MTCNNRunner, TorchMTCNNRunner, mtcnn_runner, parallel_workers
 from facesieve.detectors.base import Detector, image_arrays
-from facesieve.nets.mtcnn import IMAGE_MEAN, IMAGE_SCALE, MTCNNNets, face_probability
+from facesieve.nets.mtcnn import IMAGE_MEAN, IMAGE_SCALE, MTCNNNets
 from facesieve.ops.boxes import batched_nms
 from facesieve.types import Face, faces_from_arrays
 from facesieve.weights.checks import check_outputs_finite, describe_weights, verify_weights
@@ -57,65 +58,6 @@ EDGE_VALUE = -1.0e4
 
 PNET_CELL = 12
 PNET_STRIDE = 2
-
-
-# ----------------------------------------------------------------------------- runner
-
-
-class MTCNNRunner(Protocol):
-    """The three network calls. Inputs float32 NCHW, RGB, (pixel - 127.5) / 128."""
-
-    def pnet(self, x: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x (N, 3, H, W), edge (N, 1, H - 2, W - 2) (see ``PNet.forward``) ->
-        face probability (N, H', W') and box regression (N, 4, H', W')."""
-
-    def rnet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x (N, 3, 24, 24) -> probability (N,), box regression (N, 4)."""
-
-    def onet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """x (N, 3, 48, 48) -> probability (N,), box regression (N, 4), landmarks (N, 10)."""
-
-
-class TorchMTCNNRunner:
-    """``MTCNNRunner`` on the PyTorch modules: inference mode, channels-last memory layout
-    (on CPU several times faster than NCHW for these small-channel convolutions and pools).
-
-    mode: "eager". "jit" is accepted for compatibility and runs eager too: the traced and
-    frozen runner was removed (``torch.jit.freeze`` is deprecated, and it was slower on
-    P-Net's varying canvas sizes).
-    """
-
-    def __init__(self, nets: MTCNNNets, device: str | torch.device = "cpu", mode: str = "eager") -> None:
-        if mode not in ("eager", "jit"):
-            raise ValueError(f"runner mode must be 'eager', got {mode!r}")
-        self.device = torch.device(device)
-        self.nets = nets.eval().to(self.device, memory_format=torch.channels_last)
-
-    def _tensor(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
-
-    @staticmethod
-    def _numpy(*outputs: torch.Tensor) -> tuple[np.ndarray, ...]:
-        return tuple(t.contiguous().cpu().numpy() for t in outputs)
-
-    def pnet(self, x: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            out = self.nets.pnet(self._tensor(x), torch.from_numpy(edge).to(self.device))
-            prob, box = self._numpy(face_probability(out.score), out.box)
-        return prob, box
-
-    def rnet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            out = self.nets.rnet(self._tensor(x))
-            prob, box = self._numpy(face_probability(out.score), out.box)
-        return prob, box
-
-    def onet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            out = self.nets.onet(self._tensor(x), landmarks=True)
-            assert out.landmarks is not None
-            prob, box, landmarks = self._numpy(face_probability(out.score), out.box, out.landmarks)
-        return prob, box, landmarks
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -941,13 +883,8 @@ def build(name: str = "mtcnn", weights: str | None = None, device: str = "cpu", 
     if score_threshold is not None and "thresholds" not in options:
         options["thresholds"] = (0.6, 0.7, float(score_threshold))
     runner_options = {k: options.pop(k) for k in ("threads", "half", "backend_options") if k in options}
-    runner: MTCNNRunner
-    if backend == "torch" and not runner_options.get("half"):
-        runner = TorchMTCNNRunner(nets, device)
-    else:
-        from facesieve.backends.mtcnn import mtcnn_runner, parallel_workers
-
-        runner = mtcnn_runner(nets, backend, device, **runner_options)
+    runner = mtcnn_runner(nets, backend, device, **runner_options)
+    if backend != "torch" or runner_options.get("half"):
         # graph runners are made for `threads` single-threaded pieces of work side by side
         # (half-precision torch on CUDA: one piece at a time)
         options.setdefault("workers", 1 if backend == "torch" else parallel_workers(runner_options.get("threads")))

@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import math
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from facesieve.backends.retinaface import TorchRetinaFaceRunner, torch_memory_format
 from facesieve.detectors.base import Detector
-from facesieve.nets.backbones import zero_padding_region
 from facesieve.nets.retinaface import RetinaFace
 from facesieve.ops.anchors import AnchorGenerator
 from facesieve.ops.box_coder import BoxCoder
@@ -166,8 +165,9 @@ class RetinaFaceDetector(Detector):
         network call takes about 45 (torch, onnxruntime) to 65 (openvino) bytes per input
         pixel, so the default 8.4 MP stays near 0.5 GB whatever the image size
         (docs/memory.md).
-    runner: optional replacement of the torch network call, called as
-        ``runner(batch, image_sizes)`` with ``forward``'s arguments, returning its outputs.
+    runner: the network call (``facesieve.backends.retinaface``), called as
+        ``runner(batch, image_sizes)`` with ``forward``'s arguments, returning its outputs;
+        None: ``TorchRetinaFaceRunner(model, device)`` (float32 torch).
     """
 
     def __init__(
@@ -193,10 +193,9 @@ class RetinaFaceDetector(Detector):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {preprocessing.channel_order!r}")
         self.name = name
         self.device = torch.device(device)
-        # CPU: channels-last, about 2x faster oneDNN convolutions and less memory (the batch is
-        # built NHWC). CUDA: NCHW; channels-last made cuDNN compile kernels for every new shape.
-        self._memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        self.model = model.eval().to(self.device, memory_format=self._memory_format)
+        if runner is None:  # float32 torch (moves the model to device, in place)
+            runner = TorchRetinaFaceRunner(model, self.device)
+        self.model = model.eval().to(self.device, memory_format=torch_memory_format(self.device))
         self.preprocessing = preprocessing
         self.weights = weights
         self.score_threshold = float(score_threshold)
@@ -213,7 +212,7 @@ class RetinaFaceDetector(Detector):
                              f"got {max_batch_pixels}")
         self.max_batch_pixels = int(max_batch_pixels)
         self.max_pad_ratio = float(max_pad_ratio)
-        self.runner = runner  # another backend's forward (facesieve.backends.retinaface); None: torch here
+        self.runner = runner  # the network call (facesieve.backends.retinaface)
         self.anchor_generator = AnchorGenerator()
         self.box_coder = BoxCoder((0.1, 0.2))
 
@@ -233,20 +232,7 @@ class RetinaFaceDetector(Detector):
         On CUDA the convolutions run in IEEE fp32, not TF32, so that padded batches and
         single images give the same scores.
         """
-        if self.runner is not None:
-            return self.runner(batch, image_sizes)
-        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self._memory_format)
-        padded = (batch.shape[2], batch.shape[3])
-        masked = image_sizes is not None and any(tuple(s) != padded for s in image_sizes)
-        with torch.inference_mode(), _ieee_fp32_convs(self.device):
-            if masked:
-                with zero_padding_region(self.model, image_sizes, padded):
-                    loc, conf, landmarks = self.model(x)
-            else:
-                loc, conf, landmarks = self.model(x)
-            del x
-            conf = torch.softmax(conf, dim=-1)
-        return loc.float().cpu().numpy(), conf.float().cpu().numpy(), landmarks.float().cpu().numpy()
+        return self.runner(batch, image_sizes)
 
     # ------------------------------------------------------------------ pre / post
 
@@ -554,29 +540,6 @@ class RetinaFaceDetector(Detector):
         return boxes[order], scores[order], points[order]
 
 
-@contextmanager
-def _ieee_fp32_convs(device: torch.device) -> Iterator[None]:
-    """Within the block, cuDNN convolutions use full fp32 instead of TF32 (CUDA only; restored after)."""
-    if device.type != "cuda":
-        yield
-        return
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        old = conv.fp32_precision
-        conv.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = old
-    else:  # older torch
-        old_flag = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32 = old_flag
-
-
 # ---------------------------------------------------------------------- factory
 
 
@@ -662,6 +625,6 @@ def build(
     from facesieve.backends.retinaface import retinaface_runner
 
     runner = retinaface_runner(model, backend, device, threads, half, backend_options)
-    if runner is not None and backend != "torch":
+    if backend != "torch":
         options.setdefault("max_pad_ratio", 1.0)  # graphs have no padding mask: batch equal sizes only
     return RetinaFaceDetector(name, model, entry.preprocessing, device=device, weights=entry, runner=runner, **options)
