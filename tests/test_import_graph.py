@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "facesieve"
 
 # Cycles outside the layers below that remain today (each a set of modules forming a strongly
