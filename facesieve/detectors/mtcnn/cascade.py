@@ -52,7 +52,7 @@ class MTCNNDetector(Detector):
     images_per_task: images per whole-cascade task when a batch is spread over the workers
         image by image (see ``detect_arrays_raw``);
     target_size / max_size: rescale each image first (area resampling) so its short side is
-        target_size px unless its long side would exceed max_size (``retinaface.scale_for``;
+        target_size px unless its long side would exceed max_size (``retinaface_scales.scale_for``;
         None: original size, the default); boxes and landmarks are mapped back to original
         pixels, min_face_size is in rescaled pixels;
     max_table_pixels: above this many pixels per cascade call, the pyramid levels, P-Net
@@ -394,7 +394,7 @@ class MTCNNDetector(Detector):
                        nms_threshold: float) -> list[list[Face]]:
         factors = [1.0] * len(images)
         if self.target_size is not None or self.max_size is not None:
-            from facesieve.detectors.retinaface import scale_for
+            from facesieve.detectors.retinaface_scales import scale_for
 
             factors = [scale_for(im.shape[0], im.shape[1], self.target_size, self.max_size) for im in images]
             images = [im if f == 1.0 else cv2.resize(
