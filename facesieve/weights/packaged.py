@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from facesieve.weights.cache import WeightsError, sha256_file
+from facesieve.weights.state_dict import NotAStateDict, read_state_dict
 
 if TYPE_CHECKING:
     from facesieve.weights.registry import WeightsEntry
@@ -54,9 +55,8 @@ def load_packaged(entry: "WeightsEntry") -> StateDict:
     """State dict of a shipped weights file (sha256-checked; ``weights_only`` load)."""
     path = packaged_path(entry)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return read_state_dict(path, unwrap=())
+    except NotAStateDict:
+        raise WeightsError(f"{path}: not a state dict of tensors") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing error
         raise WeightsError(f"{path}: cannot read the shipped weights ({e}); reinstall facesieve") from e
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors")
-    return state
