@@ -101,7 +101,7 @@ def mtcnn_runner(
     torch: ``TorchMTCNNRunner`` (float32), or float16 on CUDA with
         ``half=True`` (guarded: fails without CUDA);
     onnxruntime / openvino: CPU float32 on the cached exported graphs, made for the
-        detector's worker threads (``MTCNNDetector._map``): ``threads`` pieces of work
+        detector's worker threads (``facesieve.detectors.mtcnn.workers.Workers``): ``threads`` pieces of work
         (default: the available cores) run side by side, each single-threaded: one-thread
         ONNX Runtime sessions (called concurrently), or a one-thread OpenVINO model compiled
         per worker thread. (Measured on 2 cores: faster than splitting every call over 2

@@ -1,7 +1,8 @@
 """RetinaFace runners: the network call of ``RetinaFaceDetector.forward``, on every backend.
 
 ``TorchRetinaFaceRunner`` runs the float32 torch model; ``GraphRetinaFaceRunner`` an exported
-graph (ONNX Runtime, OpenVINO, float16 torch on CUDA). A runner is called as ``runner(batch, image_sizes=None) -> (loc, conf, landmarks)`` with
+graph (ONNX Runtime, OpenVINO, float16 torch on CUDA). A runner is called as
+``runner(batch, image_sizes=None) -> (loc, conf, landmarks)`` with
 the detector's preprocessed (B, 3, H, W) float32 batch; outputs as ``forward``: loc
 (B, A, 4), conf (B, A, 2) softmax probabilities, landmarks (B, A, 10) for the anchors of
 an H x W input. Exported graphs have no padding mask, so a padded batch is run one
@@ -154,7 +155,8 @@ def retinaface_runner(
 ) -> TorchRetinaFaceRunner | GraphRetinaFaceRunner:
     """The runner of ``RetinaFaceDetector.forward`` for ``backend``.
 
-    torch: ``TorchRetinaFaceRunner`` (float32 on ``device``); torch + half: float16 on CUDA (guarded: fails without CUDA);
+    torch: ``TorchRetinaFaceRunner`` (float32 on ``device``); torch + half: float16 on CUDA
+    (guarded: fails without CUDA);
     onnxruntime / openvino: CPU float32 on the cached exported graph (``threads`` per call,
     default all available cores; ``backend_options`` = ``OrtOptions`` / ``OvOptions``).
     """

@@ -21,7 +21,7 @@ Speed on CPU: channels-last tensors, cache-sized canvases and chunks, and ``work
 threads each running single-threaded network calls: a batch with enough images is spread
 over them as whole-cascade tasks (image by image, no waiting between stages); a single
 image's independent pieces (levels, canvases, chunks of crops with their network call)
-run side by side (see ``MTCNNDetector.detect_arrays_raw`` and ``_map``).
+run side by side (see ``MTCNNDetector.detect_arrays_raw`` and ``workers.Workers``).
 
 Boxes are reported as the reference (and the original MATLAB MTCNN) computes them: the
 windows start at ``floor((2 * cell + 1) / scale)``, a 1-based pixel index. We keep them
@@ -33,7 +33,8 @@ Modules: ``resample`` (area resampling from integral images, banded for big imag
 ``pyramid`` (scales, canvas packing), ``workers`` (thread scheduling), ``cascade`` (the
 detector); box geometry in ``facesieve.ops.boxes``.
 
-The three network calls are behind ``MTCNNRunner`` (``facesieve.backends.mtcnn``) (``pnet``, ``rnet``, ``onet`` on float32
+The three network calls are behind ``MTCNNRunner`` (``facesieve.backends.mtcnn``;
+``pnet``, ``rnet``, ``onet`` on float32
 NCHW numpy arrays) so another backend (e.g. ONNX Runtime) can replace the torch one.
 """
 from __future__ import annotations

@@ -278,7 +278,8 @@ class MTCNNDetector(Detector):
                 crops = crop_resize_area(ii, img_idx[k], y0[k], y1[k], x0[k], x1[k], size, network_input=True)
             return net(crops.transpose(0, 3, 1, 2))
 
-        outs = self._workers.map(run, self._workers.chunks(len(sel), self.rnet_batch if size == 24 else self.onet_batch))
+        chunk = self.rnet_batch if size == 24 else self.onet_batch
+        outs = self._workers.map(run, self._workers.chunks(len(sel), chunk))
         return ok, tuple(np.concatenate(parts) for parts in zip(*outs))
 
     # -------------------------------------------------------------------- cascade
