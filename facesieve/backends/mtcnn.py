@@ -1,14 +1,67 @@
-"""MTCNN runners (``facesieve.detectors.mtcnn.MTCNNRunner``) for every backend."""
+"""MTCNN runners for every backend: the runner contract (``MTCNNRunner``) that the detector
+(``facesieve.detectors.mtcnn``) calls, its torch runner and the exported-graph runner."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
+import torch
 
 from facesieve.backends import require_backend
-from facesieve.nets.mtcnn import MTCNNNets
+from facesieve.nets.mtcnn import MTCNNNets, face_probability
 
 from facesieve.nets.constants import MTCNN_STAGES as STAGES
+
+
+class MTCNNRunner(Protocol):
+    """The three network calls. Inputs float32 NCHW, RGB, (pixel - 127.5) / 128."""
+
+    def pnet(self, x: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, 3, H, W), edge (N, 1, H - 2, W - 2) (see ``PNet.forward``) ->
+        face probability (N, H', W') and box regression (N, 4, H', W')."""
+
+    def rnet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, 3, 24, 24) -> probability (N,), box regression (N, 4)."""
+
+    def onet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x (N, 3, 48, 48) -> probability (N,), box regression (N, 4), landmarks (N, 10)."""
+
+
+class TorchMTCNNRunner:
+    """``MTCNNRunner`` on the PyTorch modules (float32): inference mode, channels-last memory
+    layout (on CPU several times faster than NCHW for these small-channel convolutions and
+    pools). ``nets`` is put in eval mode and moved to ``device`` in place.
+    """
+
+    def __init__(self, nets: MTCNNNets, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.nets = nets.eval().to(self.device, memory_format=torch.channels_last)
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _numpy(*outputs: torch.Tensor) -> tuple[np.ndarray, ...]:
+        return tuple(t.contiguous().cpu().numpy() for t in outputs)
+
+    def pnet(self, x: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = self.nets.pnet(self._tensor(x), torch.from_numpy(edge).to(self.device))
+            prob, box = self._numpy(face_probability(out.score), out.box)
+        return prob, box
+
+    def rnet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = self.nets.rnet(self._tensor(x))
+            prob, box = self._numpy(face_probability(out.score), out.box)
+        return prob, box
+
+    def onet(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = self.nets.onet(self._tensor(x), landmarks=True)
+            assert out.landmarks is not None
+            prob, box, landmarks = self._numpy(face_probability(out.score), out.box, out.landmarks)
+        return prob, box, landmarks
 
 
 class GraphMTCNNRunner:
@@ -42,13 +95,13 @@ def mtcnn_runner(
     threads: int | None = None,
     half: bool = False,
     backend_options: object | None = None,
-):
+) -> MTCNNRunner:
     """An ``MTCNNRunner`` for ``backend``.
 
-    torch: the detector's ``TorchMTCNNRunner`` (float32), or float16 on CUDA with
+    torch: ``TorchMTCNNRunner`` (float32), or float16 on CUDA with
         ``half=True`` (guarded: fails without CUDA);
     onnxruntime / openvino: CPU float32 on the cached exported graphs, made for the
-        detector's worker threads (``MTCNNDetector._map``): ``threads`` pieces of work
+        detector's worker threads (``facesieve.detectors.mtcnn.workers.Workers``): ``threads`` pieces of work
         (default: the available cores) run side by side, each single-threaded: one-thread
         ONNX Runtime sessions (called concurrently), or a one-thread OpenVINO model compiled
         per worker thread. (Measured on 2 cores: faster than splitting every call over 2
@@ -63,8 +116,6 @@ def mtcnn_runner(
             from facesieve.export.mtcnn import stage_graph
 
             return GraphMTCNNRunner({s: TorchRunner(stage_graph(nets, s), device, half=True) for s in STAGES}, "torch")
-        from facesieve.detectors.mtcnn import TorchMTCNNRunner
-
         return TorchMTCNNRunner(nets, device)
     if half:
         raise ValueError("half precision is a torch-backend option (CUDA); ONNX backends run float32 on the CPU")

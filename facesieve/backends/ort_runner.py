@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesieve.backends import available_cores
+from facesieve.backends.cores import available_cores
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 

