@@ -53,7 +53,9 @@ class Detector(ABC):
     Attributes:
         name: registry name of the model (e.g. "retinaface-mnet025", "mtcnn").
         device: torch device string the network runs on.
-        score_threshold / nms_threshold: defaults used when a call passes None.
+        score_threshold / nms_threshold: defaults used when a call passes None. nms_threshold is
+            the overlap above which NMS suppresses the weaker box: intersection over union for
+            RetinaFace, intersection over the smaller box's area for MTCNN (its "min" mode).
         channel_order: "rgb" (default) or "bgr": colour order of array / tensor inputs when
             a call passes None (``facesieve.load(..., channel_order="bgr")`` for OpenCV arrays).
         clip_boxes: default of the calls' ``clip_boxes`` (False: the reference detectors'
@@ -80,7 +82,8 @@ class Detector(ABC):
         image: a path, a PIL.Image, a numpy array (H, W, 3) uint8 (or grayscale, RGBA,
             uint16, float in [0, 1] / [0, 255]) or a torch.Tensor ((3, H, W) float in [0, 1]
             as torchvision uses, or (H, W, 3) uint8; any device). See ``facesieve.io.images``.
-        score_threshold / nms_threshold: override the detector's defaults.
+        score_threshold / nms_threshold: override the detector's defaults (nms_threshold: IoU
+            for RetinaFace, intersection over the smaller box for MTCNN).
         channel_order: "rgb" or "bgr", colour order of an array / tensor (default: the
             detector's ``channel_order``, "rgb" unless loaded otherwise). Files and PIL
             images are always decoded in true colour.

@@ -15,7 +15,8 @@ step by step, so that detections agree with it:
    (from the integral image, in a few vectorised gathers), in chunks; keep probability >
    thresholds[1], NMS 0.7, regression, squaring.
 4. O-Net on 48x48 crops with landmarks, keep probability > thresholds[2], regression,
-   final NMS in the "min" overlap mode (``nms_threshold``, default 0.7).
+   final NMS in the "min" overlap mode: intersection over the smaller box's area, not IoU
+   (``nms_threshold``, default 0.7).
 
 Speed on CPU: channels-last tensors, cache-sized canvases and chunks, and ``workers``
 threads each running single-threaded network calls: a batch with enough images is spread

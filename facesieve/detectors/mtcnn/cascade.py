@@ -29,6 +29,7 @@ from facesieve.detectors.mtcnn.resample import (
     resize_area,
 )
 from facesieve.detectors.mtcnn.workers import Workers, restore_torch_threads
+from facesieve.nets.constants import MTCNN_STAGES
 from facesieve.nets.mtcnn import MTCNNNets
 from facesieve.ops.boxes import batched_nms, crop_windows, regress_boxes, square_boxes
 from facesieve.types import Face, faces_from_arrays
@@ -42,7 +43,8 @@ class MTCNNDetector(Detector):
     min_face_size: smallest face searched, px (default 20); factor: pyramid step (0.709);
     thresholds: (P-Net, R-Net, O-Net) probability thresholds (0.6, 0.7, 0.7); a call's
         ``score_threshold`` replaces the O-Net threshold;
-    nms_threshold: final "min"-mode NMS overlap (0.7);
+    nms_threshold: final "min"-mode NMS overlap: intersection over the smaller box's area
+        (with the +1-pixel convention), not IoU (0.7);
     pnet_max_pixels: canvas size bound for one P-Net call, px; rnet_batch / onet_batch: crops
         per R-Net / O-Net call. The defaults keep each call's activations cache-sized: on a
         2-core CPU, 0.3 MP canvases ran P-Net 1.5x faster than 1.5 MP ones, and chunks of
@@ -380,7 +382,7 @@ class MTCNNDetector(Detector):
         RGB uint8 (H, W, 3) arrays: per image, squared boxes (N, 4) float64 xyxy px (the
         convention of ``Face.box``) and the previous stage's scores (N,), decreasing. For
         mining training samples and measuring stage recall."""
-        if stage not in ("rnet", "onet"):
+        if stage not in MTCNN_STAGES[1:]:
             raise ValueError(f"proposals are for 'rnet' or 'onet', got {stage!r}")
         images = image_arrays(images)
         with restore_torch_threads():
