@@ -74,3 +74,34 @@ def test_ray_engine_rejects_jsonl(tmp_path, example_image, capsys):
 
     assert main(["detect", str(example_image), "--out", str(tmp_path), "--engine", "ray", "--jsonl"]) == 2
     assert "--jsonl is for --engine local" in capsys.readouterr().err
+
+
+def test_ray_detect_applies_the_scale_options(ray_local, tmp_path, capsys):  # noqa: F811
+    """--single-scale / --max-size reach the Ray workers' detectors: the couple photo gives the
+    local engine's faces under the same options (at the original single scale, RetinaFace splits
+    these two large faces into several boxes, which the multi-scale default does not)."""
+    from facesieve.cli import main
+
+    from conftest import SHARED
+
+    photo = SHARED / "data" / "photos_large_faces" / "images" / "deepface_couple.jpg"
+    for opts in (["--single-scale"], ["--max-size", "800"]):
+        common = ["detect", str(photo), "--model", "retinaface-mnet025", "-q", *opts]
+        local, out = tmp_path / f"local{opts[0]}", tmp_path / f"ray{opts[0]}"
+        assert main(common + ["--out", str(local), "--no-draw"]) == 0
+        assert main(common + ["--out", str(out), "--engine", "ray", "--workers", "1"]) == 0
+        want = json.loads((local / "deepface_couple.json").read_text())["faces"]
+        got = pq.read_table(out / "detections.parquet").to_pylist()[0]["faces"]
+        assert len(got) == len(want), opts
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g["box"], w["box"], atol=0.01)
+    capsys.readouterr()
+
+
+def test_ray_only_and_local_only_options_are_usage_errors_that_write_nothing(tmp_path, example_image):
+    from facesieve.cli import main
+
+    for opts in (["--engine", "ray", "--coco"], ["--engine", "ray", "--jsonl"], ["--workers", "2"]):
+        out = tmp_path / "out"
+        assert main(["detect", str(example_image), "--out", str(out), "-q", *opts]) == 2, opts
+        assert not out.exists(), opts

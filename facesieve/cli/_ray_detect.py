@@ -10,13 +10,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from facesieve.cli._args import show_progress
 
 
-def run_ray_detect(args: argparse.Namespace, paths: Sequence[Path], unmatched: Sequence[str], out_dir: Path) -> int:
-    """Run the detect command on Ray; same exit codes as the local engine (0 / 1 / 2)."""
+def run_ray_detect(args: argparse.Namespace, paths: Sequence[Path], unmatched: Sequence[str], out_dir: Path,
+                   extra_load_options: dict[str, Any] | None = None) -> int:
+    """Run the detect command on Ray; same exit codes as the local engine (0 / 1 / 2).
+
+    extra_load_options: further ``facesieve.load`` options from the command line (scale:
+    max_size / target_size / multiscale; clip_boxes), given to every worker's detector."""
     from facesieve.distributed import RayUnavailable
     from facesieve.io import atomic_write_text
 
@@ -32,7 +36,7 @@ def run_ray_detect(args: argparse.Namespace, paths: Sequence[Path], unmatched: S
         from facesieve.distributed.images import detect_images_ray
 
         load_options = {"weights": args.weights, "device": args.device, "backend": args.backend,
-                        "threads": args.threads}
+                        "threads": args.threads, **(extra_load_options or {})}
         r = detect_images_ray(
             paths, out_dir, args.model, load_options=load_options, score_threshold=args.score_threshold,
             nms_threshold=args.nms_threshold, batch_size=args.batch_size or 8, workers=args.workers,

@@ -265,6 +265,21 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out_dir: Path = args.out
+    # usage errors first: nothing is written for a command that cannot run
+    if args.engine == "ray" and (args.jsonl or args.coco):
+        print("facesieve detect: error: --engine ray writes Parquet (detections.parquet/); "
+              "--jsonl is for --engine local, as is --coco", file=sys.stderr)
+        return 2
+    if args.engine != "ray" and (args.workers or args.ray_address):
+        print("facesieve detect: error: --workers / --ray-address need --engine ray", file=sys.stderr)
+        return 2
+    try:
+        load_opts = scale_options(args)
+    except ValueError as e:
+        print(f"facesieve detect: error: {e}", file=sys.stderr)
+        return 2
+    if args.clip_boxes:
+        load_opts["clip_boxes"] = True
     expanded = expand_inputs(args.inputs, exclude=[out_dir])
     if not expanded.paths:
         print(f"facesieve detect: error: no images found in: {' '.join(map(display_path, expanded.unmatched))}",
@@ -289,10 +304,7 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from facesieve.cli._ray_detect import run_ray_detect
 
-        return run_ray_detect(args, expanded.paths, expanded.unmatched, out_dir)
-    if args.workers or args.ray_address:
-        print("facesieve detect: error: --workers / --ray-address need --engine ray", file=sys.stderr)
-        return 2
+        return run_ray_detect(args, expanded.paths, expanded.unmatched, out_dir, extra_load_options=load_opts)
     show_progress = _progress_wanted(args) and sys.stderr.isatty()
     if show_progress:
         print(f"loading {args.model} on {args.device} ...", file=sys.stderr, flush=True)

@@ -135,7 +135,7 @@ class ImageRunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "engine": "ray", "model": self.model, "device": self.device, "out": self.out,
+            "engine": "ray", "complete": True, "model": self.model, "device": self.device, "out": self.out,
             "inputs": self.inputs, "processed": self.processed, "faces": self.faces, "failed": self.failed,
             "seconds": round(self.seconds, 3), "parquet": self.parquet, "workers": self.workers,
         }
