@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from facesieve.detectors.base import Detector
+from facesieve.detectors.base import Detector, check_detector_options
 
 DEFAULT_MODEL = "retinaface-mnet025"
 
@@ -69,4 +69,5 @@ def load(name: str = DEFAULT_MODEL, weights: str | None = None, device: str = "c
     factory = getattr(importlib.import_module(module_name), attr)
     detector = factory(name, weights=weights, device=device, **options)
     detector.channel_order, detector.clip_boxes = channel_order, clip_boxes
+    check_detector_options(detector)
     return detector

@@ -87,10 +87,15 @@ class Face:
             np.clip(lm[:, 1], 0.0, h, out=lm[:, 1])
         return Face(box=box, score=self.score, landmarks=lm, detector=self.detector, extra=dict(self.extra))
 
-    def crop(self, image: np.ndarray) -> np.ndarray:
-        """The pixels of the box in ``image`` ((H, W, ...) array, the image the face was found
-        in): a view ``image[y1:y2, x1:x2]`` with the box clipped to the image and widened to
-        whole pixels (floor x1/y1, ceil x2/y2). Empty only if the box lies outside the image."""
+    def crop(self, image: Any) -> Any:
+        """The pixels of the box in ``image`` (the image the face was found in), clipped to the
+        image and widened to whole pixels (floor x1/y1, ceil x2/y2): for an (H, W, ...) array
+        the view ``image[y1:y2, x1:x2]``; for a PIL image ``image.crop(...)`` (a PIL image).
+        Empty only if the box lies outside the image."""
+        if hasattr(image, "crop") and hasattr(image, "size") and not hasattr(image, "shape"):  # PIL.Image
+            w, h = image.size
+            x1, y1, x2, y2 = self.clipped(w, h).box
+            return image.crop((int(math.floor(x1)), int(math.floor(y1)), int(math.ceil(x2)), int(math.ceil(y2))))
         h, w = image.shape[:2]
         x1, y1, x2, y2 = self.clipped(w, h).box
         return image[int(math.floor(y1)) : int(math.ceil(y2)), int(math.floor(x1)) : int(math.ceil(x2))]

@@ -110,3 +110,17 @@ def test_detector_faces_round_trip(example_image):
         assert [Face.from_dict(json.loads(json.dumps(f.to_dict()))) for f in faces] == faces
         boxes, scores, lms = faces_to_arrays(faces)
         assert np.allclose(boxes, [f.box for f in faces]) and np.array_equal(lms, np.stack([f.landmarks for f in faces]))
+
+
+def test_crop_of_a_pil_image_equals_the_array_crop(example_image):
+    from PIL import Image
+
+    from facesieve.types import Face
+
+    img = Image.open(example_image)
+    arr = np.asarray(img.convert("RGB"))
+    face = Face(box=(-5.5, 10.2, 120.7, 90.0), score=0.9)  # reaches outside the image on the left
+    pil = face.crop(img.convert("RGB"))
+    assert pil.size == (121, 80)  # x 0..121 (ceil 120.7), y 10..90 (floor 10.2)
+    np.testing.assert_array_equal(np.asarray(pil), arr[10:90, 0:121])
+    np.testing.assert_array_equal(face.crop(arr), arr[10:90, 0:121])

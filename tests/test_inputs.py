@@ -259,3 +259,27 @@ def test_load_image_paths_name_the_os_cause(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ImageError, match="file not found \\(a parent is not a directory\\)"):
         load_image(tmp_path / "f" / "x.jpg")
+
+
+@pytest.mark.parametrize("model,options,name", [
+    ("retinaface-mnet025", {"max_size": 0}, "max_size"),
+    ("retinaface-mnet025", {"target_size": -10}, "target_size"),
+    ("retinaface-mnet025", {"score_threshold": -0.5}, "score_threshold"),
+    ("retinaface-mnet025", {"score_threshold": 1.5}, "score_threshold"),
+    ("retinaface-mnet025", {"nms_threshold": -1}, "nms_threshold"),
+    ("mtcnn", {"thresholds": (-1, 0.7, 0.7)}, "thresholds"),
+    ("mtcnn", {"score_threshold": float("nan")}, "score_threshold"),
+])
+def test_impossible_options_are_refused_at_load(model, options, name):
+    """A threshold outside [0, 1] or a size < 1 would silently keep every box or none."""
+    with pytest.raises(ValueError, match=name):
+        facesieve.load(model, backend="torch", **options)
+
+
+def test_impossible_per_call_options_are_refused(example_image):
+    det = facesieve.load("retinaface-mnet025", backend="torch")
+    for kw, name in (({"score_threshold": -3}, "score_threshold"), ({"nms_threshold": 2}, "nms_threshold"),
+                     ({"batch_size": 0}, "batch_size")):
+        with pytest.raises(ValueError, match=name):
+            det.detect_batch([str(example_image)], **kw)
+    assert len(det.detect(str(example_image), score_threshold=0.5)) == 1  # valid values still work

@@ -123,10 +123,12 @@ class Detector(ABC):
         """
         co = self.channel_order if channel_order is None else channel_order
         clip = self.clip_boxes if clip_boxes is None else bool(clip_boxes)
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        st = check_fraction("score_threshold", self.score_threshold if score_threshold is None else score_threshold)
+        nt = check_fraction("nms_threshold", self.nms_threshold if nms_threshold is None else nms_threshold)
         arrays = image_arrays(images, co)
         bs = max(1, int(batch_size or self.default_batch_size))
-        st = self.score_threshold if score_threshold is None else float(score_threshold)
-        nt = self.nms_threshold if nms_threshold is None else float(nms_threshold)
         out: list[list[Face]] = []
         for start in range(0, len(arrays), bs):
             out.extend(self._detect_arrays(arrays[start : start + bs], st, nt))
@@ -142,3 +144,38 @@ class Detector(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def check_fraction(name: str, value: float) -> float:
+    """``value`` as a float in [0, 1] (a probability or an overlap threshold); ValueError
+    naming ``name`` otherwise (a threshold outside it would silently keep every box or none)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= v <= 1.0:  # also refuses NaN
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return v
+
+
+def check_size(name: str, value: int | None) -> int | None:
+    """``value`` as a positive int (pixels) or None; ValueError naming ``name`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not float(value).is_integer() or value < 1:
+        raise ValueError(f"{name} must be a positive number of pixels or None, got {value!r}")
+    return int(value)
+
+
+def check_detector_options(detector: "Detector") -> None:
+    """Validate a built detector's default options (thresholds in [0, 1], sizes positive);
+    raises ValueError naming the option. ``facesieve.load`` calls it."""
+    check_fraction("score_threshold", detector.score_threshold)
+    check_fraction("nms_threshold", detector.nms_threshold)
+    for name in ("target_size", "max_size"):
+        check_size(name, getattr(detector, name, None))
+    for i, t in enumerate(getattr(detector, "thresholds", ()) or ()):
+        check_fraction(f"thresholds[{i}]", t)
+    min_face = getattr(detector, "min_face_size", None)
+    if min_face is not None and not min_face > 0:
+        raise ValueError(f"min_face_size must be > 0 pixels, got {min_face!r}")
