@@ -9,7 +9,7 @@ from typing import Any
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list available models and pretrained weights",
                        description="Models and registered weights as a table: where the weights come from "
-                       "and the WIDER FACE dev-set AP (%%, easy / medium / hard, official protocol, original "
+                       "and the WIDER FACE dev-set AP (in percent: easy / medium / hard, official protocol, original "
                        "image size) we measured. --json prints the whole registry.")
     p.add_argument("--json", action="store_true", help="print the registry as JSON (every field and metric)")
     p.set_defaults(func=run)
