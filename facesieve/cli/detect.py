@@ -311,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
     t_load = time.perf_counter()
     try:
         detector = facesieve.load(args.model, weights=args.weights, device=args.device,
-                                  backend=args.backend, threads=args.threads, **scale_options(args))
+                                  backend=args.backend, threads=args.threads, **load_opts)
     except Exception as e:  # report, do not dump a traceback for a bad --weights/--device
         print(display_path(f"facesieve detect: error: cannot load model {args.model!r}: {e}"), file=sys.stderr)
         summary.error = f"cannot load model {args.model!r}: {e}"

@@ -179,3 +179,22 @@ def check_detector_options(detector: "Detector") -> None:
     min_face = getattr(detector, "min_face_size", None)
     if min_face is not None and not min_face > 0:
         raise ValueError(f"min_face_size must be > 0 pixels, got {min_face!r}")
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last big call back to the OS (glibc ``malloc_trim``; a no-op
+    elsewhere). glibc keeps freed heap pages of mid-sized buffers (tiles, activations) in
+    the process: after a 48-MP image torch RetinaFace held 410 MB more than before it."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from facesieve.backends.retinaface import TorchRetinaFaceRunner, torch_memory_format
-from facesieve.detectors.base import Detector
+from facesieve.detectors.base import Detector, release_freed_memory
 from facesieve.detectors.retinaface_scales import (
     TILE_MARGIN,
     merge_passes,
@@ -60,25 +60,6 @@ from facesieve.weights.resolve import BACKBONES, load_weights  # noqa: F401 - lo
 TRIM_ABOVE_PIXELS = 4_000_000
 """After a call that ran more than this many network-input pixels, freed memory is handed
 back to the OS (``release_freed_memory``)."""
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the last big call back to the OS (glibc ``malloc_trim``; a no-op
-    elsewhere). glibc keeps freed heap pages of mid-sized buffers (tiles, activations) in
-    the process: after a 48-MP image torch RetinaFace held 410 MB more than before it."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            import ctypes
-
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from facesieve.backends.mtcnn import MTCNNRunner, mtcnn_runner, parallel_workers
-from facesieve.detectors.base import Detector, image_arrays
+from facesieve.detectors.base import Detector, image_arrays, release_freed_memory
 from facesieve.detectors.mtcnn.pyramid import (
     EDGE_VALUE,
     PNET_CELL,
@@ -411,8 +411,6 @@ class MTCNNDetector(Detector):
                 boxes, lms = boxes / np.float32(f), lms / np.float32(f)
             out.append(faces_from_arrays(boxes, scores, lms, detector=self.name))
         if self._detect_big(images):
-            from facesieve.detectors.retinaface import release_freed_memory
-
             release_freed_memory()  # hand the freed tables and levels back to the OS
         return out
 
