@@ -151,13 +151,7 @@ class VideoFaceExtractor:
         recorded per video (summary and manifest) and the run goes on.
         """
         t0 = time.perf_counter()
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths, unmatched = expand_video_inputs(inputs, exclude=[out])
-        summary = VideoRunSummary(str(out), unmatched=unmatched)
-        skipped, jobs = self.plan(paths, out, overwrite)
-        summary.videos.extend(skipped)
-        remove_stale(out)
+        out, paths, summary, jobs = self.start_run(inputs, out_dir, overwrite)
 
         from tqdm import tqdm
 
@@ -196,6 +190,26 @@ class VideoFaceExtractor:
             summary.seconds = time.perf_counter() - t0
             mf.write_json(out / mf.SUMMARY, summary.to_dict())  # complete: false when interrupted
         return summary
+
+    def start_run(
+        self,
+        inputs: Sequence[str | os.PathLike],
+        out_dir: str | os.PathLike,
+        overwrite: bool = False,
+        summary_type: type[VideoRunSummary] = VideoRunSummary,
+    ) -> tuple[Path, list[Path], VideoRunSummary, list[_Job]]:
+        """The opening every engine shares: create ``out_dir``, expand ``inputs``, start a
+        ``summary_type`` summary holding the unmatched arguments and the videos already
+        complete (skipped unless ``overwrite``), clean up stale temp dirs.
+        Returns (out dir, video paths, summary, jobs still to do)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths, unmatched = expand_video_inputs(inputs, exclude=[out])
+        summary = summary_type(str(out), unmatched=unmatched)
+        skipped, jobs = self.plan(paths, out, overwrite)
+        summary.videos.extend(skipped)
+        remove_stale(out)
+        return out, paths, summary, jobs
 
     def plan(self, paths: Sequence[Path], out: Path, overwrite: bool = False) -> tuple[list[VideoResult], list[_Job]]:
         """Split a batch into videos already complete in ``out`` (VideoResults with status

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from facesieve.video import manifest as mf
 from facesieve.video.config import VideoConfig
-from facesieve.video.job import VideoFaceExtractor, expand_video_inputs
+from facesieve.video.job import VideoFaceExtractor
 from facesieve.video.outdir import remove_stale
 from facesieve.video.pipeline import _Job
 from facesieve.video.results import VideoResult, VideoRunSummary
@@ -132,13 +132,7 @@ def run_ray(
     t0 = time.perf_counter()
     config = config or VideoConfig()
     driver = VideoFaceExtractor(config)  # validates; loads no model (failed-video dirs only)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths, unmatched = expand_video_inputs(inputs, exclude=[out])
-    summary = RayRunSummary(str(out), unmatched=unmatched)
-    skipped, jobs = driver.plan(paths, out, overwrite)
-    summary.videos.extend(skipped)
-    remove_stale(out)
+    out, paths, summary, jobs = driver.start_run(inputs, out_dir, overwrite, RayRunSummary)
     order = {str(p): i for i, p in enumerate(paths)}
 
     def write_summary() -> None:
